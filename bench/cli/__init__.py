@@ -1,0 +1,1 @@
+"""One small module per console script; each exposes ``main(argv=None) -> int``."""

@@ -1,0 +1,85 @@
+"""The exception hierarchy and the exit codes: one place, documented in the README.
+
+Every console script maps exceptions to these codes in its ``main``; nothing else exits.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of the console scripts (a contract with cron, scripts and people)."""
+
+    OK = 0
+    #: The run failed (a step failed or timed out, the upload failed, ...).
+    FAILED = 1
+    #: Bad command line or configuration: nothing was done.
+    USAGE = 2
+    #: Refused: a previous run is still in progress (its lock is held).
+    GUARDED_RUNNING = 3
+    #: Refused: a previous run crashed and was not cleaned up (markers left, lock free).
+    GUARDED_CRASHED = 4
+    #: Interrupted by SIGINT/SIGTERM; the state left behind is recoverable.
+    INTERRUPTED = 130
+
+
+class BenchError(Exception):
+    """Base of every error this project raises on purpose.
+
+    ``hint`` says what to do about it, in one line, for the person on call.
+    """
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigError(BenchError):
+    """The configuration (file, environment or flags) is invalid."""
+
+    exit_code = ExitCode.USAGE
+
+
+class GuardError(BenchError):
+    """A run was refused by the work-directory guard (lock or markers)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: ExitCode,
+        clues: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+        self.clues = clues or []
+
+
+class WorkDirError(BenchError):
+    """The work directory cannot be used (missing, read-only, inconsistent markers)."""
+
+
+class StepError(BenchError):
+    """A supervised step could not be started (not: it ran and failed)."""
+
+
+class StoreError(BenchError):
+    """The results store refused or failed an operation."""
+
+
+class NotifyError(BenchError):
+    """A notification could not be delivered."""
+
+
+class InterruptedRun(BenchError):
+    """SIGINT or SIGTERM arrived during a run."""
+
+    exit_code = ExitCode.INTERRUPTED

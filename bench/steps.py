@@ -1,0 +1,245 @@
+"""Supervised child processes: process groups, timeouts, captured output, resource usage.
+
+Each command runs in a new session (so its own process group). Its stdout and stderr go to the
+step's files and, line for line as they arrive, to the run's ``cron_res``/``cron_res_errors``.
+On timeout the group gets SIGTERM, a grace period, then SIGKILL. On any exception in the
+supervisor (SIGTERM/SIGINT to us included) the group is stopped the same way before the
+exception goes on. When the leader exits, whatever is left in its group is killed: no process
+outlives its step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from bench.errors import StepError
+
+log = logging.getLogger(__name__)
+
+_POLL = 0.2
+
+
+@dataclass
+class ProcessResult:
+    """How one supervised command ended."""
+
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+    timed_out: bool
+    wall_s: float
+    user_s: float
+    sys_s: float
+    max_rss_kb: int
+    leftovers_killed: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return "timed out"
+        if self.signal is not None:
+            return f"killed by signal {signal.Signals(self.signal).name}"
+        return f"exit status {self.exit_code}"
+
+
+def to_argv(command: str | Sequence[str]) -> list[str]:
+    """A shell string runs through ``/bin/sh -c``; a list is an argv."""
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", command]
+    return list(command)
+
+
+def run_supervised(
+    command: str | Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    grace: float,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    tee_stdout: BinaryIO | None = None,
+    tee_stderr: BinaryIO | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ProcessResult:
+    """Run ``command`` in its own process group and supervise it to the end.
+
+    Raises :class:`StepError` if it cannot be started (missing program, bad cwd). Any exception
+    raised while waiting (KeyboardInterrupt, our SIGTERM handler's exception) stops the group
+    first and then propagates.
+    """
+    import subprocess
+
+    argv = to_argv(command)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError as err:
+        what = cwd if not cwd.is_dir() else argv[0]
+        raise StepError(
+            f"cannot start {argv[0]!r}: {what} not found",
+            hint="check the command in the configuration and that the program is installed",
+        ) from err
+    except PermissionError as err:
+        raise StepError(f"cannot start {argv[0]!r}: permission denied") from err
+    pgid = proc.pid
+    started = time.monotonic()
+    if on_start is not None:
+        on_start(pgid)
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        _Pump(proc.stdout.fileno(), [stdout, tee_stdout]),
+        _Pump(proc.stderr.fileno(), [stderr, tee_stderr]),
+    ]
+    waiter = _Waiter(proc.pid)
+    timed_out = False
+    try:
+        deadline = started + timeout
+        while not waiter.done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                timed_out = True
+                log.warning("timeout after %.0f s: stopping process group %d", timeout, pgid)
+                _stop_group(pgid, waiter, grace)
+                break
+    except BaseException:
+        log.warning("interrupted: stopping process group %d", pgid)
+        _stop_group(pgid, waiter, grace)
+        _finish(proc, pumps, waiter, pgid)
+        raise
+    leftovers = _finish(proc, pumps, waiter, pgid)
+    wall = time.monotonic() - started
+    status, usage = waiter.result()
+    code = os.waitstatus_to_exitcode(status)
+    return ProcessResult(
+        exit_code=code if code >= 0 else None,
+        signal=-code if code < 0 else None,
+        timed_out=timed_out,
+        wall_s=wall,
+        user_s=usage.ru_utime if usage else 0.0,
+        sys_s=usage.ru_stime if usage else 0.0,
+        max_rss_kb=int(usage.ru_maxrss) if usage else 0,
+        leftovers_killed=leftovers,
+    )
+
+
+def _finish(proc: object, pumps: list[_Pump], waiter: _Waiter, pgid: int) -> bool:
+    """After the leader ended: kill what is left of its group, drain the pipes."""
+    waiter.done.wait()
+    leftovers = kill_group(pgid, signal.SIGKILL)
+    if leftovers:
+        log.warning("process group %d outlived its leader: killed what was left", pgid)
+    for pump in pumps:
+        pump.join()
+    # The leader was reaped by os.wait4: tell Popen so it never waits for it again.
+    proc.returncode = os.waitstatus_to_exitcode(waiter.status)  # type: ignore[attr-defined]
+    for stream in (proc.stdout, proc.stderr):  # type: ignore[attr-defined]
+        stream.close()
+    return leftovers
+
+
+def _stop_group(pgid: int, waiter: _Waiter, grace: float) -> None:
+    kill_group(pgid, signal.SIGTERM)
+    if not waiter.done.wait(grace):
+        log.warning("process group %d still alive %.0f s after SIGTERM: SIGKILL", pgid, grace)
+        kill_group(pgid, signal.SIGKILL)
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; True if the group had members."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True if some process is still in group ``pgid``."""
+    return kill_group(pgid, 0)
+
+
+class _Waiter:
+    """Reaps the leader with ``wait4`` (for its rusage) in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.done = threading.Event()
+        self.status = 0
+        self.usage: resource.struct_rusage | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            _, self.status, self.usage = os.wait4(self.pid, 0)
+        except ChildProcessError:
+            self.status = 0
+        finally:
+            self.done.set()
+
+    def result(self) -> tuple[int, resource.struct_rusage | None]:
+        return self.status, self.usage
+
+
+class _Pump:
+    """Copies a child's pipe to several files as data arrives."""
+
+    def __init__(self, fd: int, sinks: list[BinaryIO | None]) -> None:
+        self.fd = fd
+        self.sinks = [s for s in sinks if s is not None]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            for sink in self.sinks:
+                try:
+                    sink.write(chunk)
+                    sink.flush()
+                except (OSError, ValueError) as err:  # a full disk must not kill the pump
+                    log.error(
+                        "cannot write step output to %s: %s", getattr(sink, "name", sink), err
+                    )
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a text file (empty if it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read()
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return text[-lines:]
