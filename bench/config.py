@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import tomllib
@@ -246,6 +247,11 @@ def load_settings(
             sources[f"{section}.{key}"] = entry.source
 
     ref = values["reference"]
+    if ref["root"] == "":
+        raise ConfigError(
+            f"reference.root = '' ({sources['reference.root']}) is invalid",
+            hint="expected the path of the work directory (default: the current directory)",
+        )
     _check_relative(ref["checkout"], "reference.checkout", sources)
     _check_relative(ref["results_dir"], "reference.results_dir", sources)
     if ref["repository"] != EMBEDDED_DEMO:
@@ -365,7 +371,9 @@ def _coerce(entry: _Raw, spec: Key, name: str) -> Any:
         raise bad("expected true or false")
     if kind in {"int", "seconds"}:
         number = _number(value, integer=kind == "int")
-        if number is None or number <= 0:
+        # nan and inf pass a bare ``<= 0`` test; a timeout must be a finite positive number.
+        finite = not isinstance(number, float) or math.isfinite(number)
+        if number is None or not finite or number <= 0:
             raise bad(
                 "expected a positive " + ("integer" if kind == "int" else "number of seconds")
             )
@@ -420,7 +428,10 @@ def _check_relative(value: str, name: str, sources: Mapping[str, str]) -> None:
 def _check_store_url(url: str, source: str) -> None:
     if url.startswith("file:///") or url.startswith("s3://"):
         if url.startswith("s3://") and not url[len("s3://") :].split("/")[0]:
-            raise ConfigError(f"store.url = {url!r} ({source}) names no bucket")
+            raise ConfigError(
+                f"store.url = {url!r} ({source}) names no bucket",
+                hint="expected s3://bucket/prefix or file:///absolute/path",
+            )
         return
     raise ConfigError(
         f"store.url = {url!r} ({source}) is invalid",

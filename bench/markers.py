@@ -27,11 +27,17 @@ SNOOP_RESULTS = "snoop_results"
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new content, never half."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A failed write (unencodable text, full disk, ...) must not leave the temp file behind.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
 
 
@@ -146,6 +152,12 @@ class WorkDir:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as err:
+            # Binary garbage or an unreadable marker is a clue for inspect(), not a traceback.
+            raise WorkDirError(
+                f"{path} cannot be read as a run name: {err}",
+                hint="inspect it by hand; `bench-cleanup` can archive the state",
+            ) from None
         try:
             return parse_run_name(text)
         except InvalidRunName as err:
@@ -165,7 +177,8 @@ class WorkDir:
     def append_anomaly(self, message: str, *, now: datetime | None = None) -> str:
         """Append ``[YYYY-MM-DD HH:MM:SS] message.`` to ``anomalies``; return the line."""
         stamp = (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
-        text = message.rstrip()
+        # One entry per line: a multi-line message would leave lines without a timestamp.
+        text = " ".join(part.strip() for part in message.splitlines() if part.strip())
         line = f"[{stamp}] {text}{'' if text.endswith('.') else '.'}\n"
         fd = os.open(self.anomalies, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

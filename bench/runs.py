@@ -15,8 +15,10 @@ PREFIX = "_snoop_"
 
 #: What ``git describe`` may contribute once made path-safe (see :func:`sanitize_describe`).
 _DESCRIBE = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
+#: ``re.ASCII``: a bare ``\d`` also matches non-ASCII digits (``２０２３``), which neither sort
+#: chronologically nor belong in a path.
 RUN_NAME_RE = re.compile(
-    rf"^{PREFIX}(?P<date>\d{{8}})_(?P<time>\d{{4}})_(?P<describe>{_DESCRIBE})$"
+    rf"^{PREFIX}(?P<date>\d{{8}})_(?P<time>\d{{4}})_(?P<describe>{_DESCRIBE})$", re.ASCII
 )
 
 
@@ -49,6 +51,7 @@ class RunId:
 def sanitize_describe(describe: str) -> str:
     """Make ``git describe`` output safe as one path component (tags may contain ``/``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", describe.strip())
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)  # ``..`` is refused by parse_run_name
     cleaned = cleaned.lstrip("._-+") or "unknown"
     return cleaned[:200]
 
@@ -65,11 +68,21 @@ def parse_run_name(text: str) -> RunId:
     if name.startswith("snoop_results/"):
         # The old scripts wrote ``snoop_results/<run>`` into current_run_dir/last_run_dir.
         name = name[len("snoop_results/") :]
-    if not RUN_NAME_RE.match(name) or ".." in name:
+    m = RUN_NAME_RE.match(name)
+    if m is None or ".." in name or not _valid_timestamp(m["date"] + m["time"]):
         raise InvalidRunName(
             f"{text!r} is not a run name (expected _snoop_<YYYYMMDD>_<HHMM>_<git describe>)"
         )
     return RunId(name)
+
+
+def _valid_timestamp(digits: str) -> bool:
+    """True if ``YYYYMMDDHHMM`` is a real date and time (``20231399`` is not)."""
+    try:
+        datetime.strptime(digits, "%Y%m%d%H%M")
+    except ValueError:
+        return False
+    return True
 
 
 def is_run_name(text: str) -> bool:
