@@ -19,13 +19,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bench.errors import StepError
 
 log = logging.getLogger(__name__)
 
 _POLL = 0.2
+_TAIL_BLOCK = 64 * 1024
+_TAIL_MAX = 1024 * 1024
 
 
 @dataclass
@@ -49,7 +51,11 @@ class ProcessResult:
         if self.timed_out:
             return "timed out"
         if self.signal is not None:
-            return f"killed by signal {signal.Signals(self.signal).name}"
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:  # real-time signals other than SIGRTMIN/SIGRTMAX have no name
+                name = str(self.signal)
+            return f"killed by signal {name}"
         return f"exit status {self.exit_code}"
 
 
@@ -100,18 +106,25 @@ def run_supervised(
         ) from err
     except PermissionError as err:
         raise StepError(f"cannot start {argv[0]!r}: permission denied") from err
+    except OSError as err:  # cwd is not a directory, exec format error, ...
+        raise StepError(
+            f"cannot start {argv[0]!r} in {cwd}: {err.strerror or err}",
+            hint="check the command and the working directory in the configuration",
+        ) from err
     pgid = proc.pid
     started = time.monotonic()
-    if on_start is not None:
-        on_start(pgid)
     assert proc.stdout is not None and proc.stderr is not None
-    pumps = [
-        _Pump(proc.stdout.fileno(), [stdout, tee_stdout]),
-        _Pump(proc.stderr.fileno(), [stderr, tee_stderr]),
-    ]
-    waiter = _Waiter(proc.pid)
+    pumps: list[_Pump] = []
+    waiter: _Waiter | None = None
     timed_out = False
+    # From here on the child exists: whatever goes wrong (on_start raising, a thread that
+    # cannot start, a signal), its group is stopped before the exception goes on.
     try:
+        pumps.append(_Pump(proc.stdout.fileno(), [stdout, tee_stdout]))
+        pumps.append(_Pump(proc.stderr.fileno(), [stderr, tee_stderr]))
+        waiter = _Waiter(proc.pid)
+        if on_start is not None:
+            on_start(pgid)
         deadline = started + timeout
         while not waiter.done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
@@ -121,8 +134,13 @@ def run_supervised(
                 break
     except BaseException:
         log.warning("interrupted: stopping process group %d", pgid)
-        _stop_group(pgid, waiter, grace)
-        _finish(proc, pumps, waiter, pgid)
+        try:
+            if waiter is not None:
+                _stop_group(pgid, waiter, grace)
+        finally:
+            # Also when the graceful stop was itself interrupted (a second signal).
+            kill_group(pgid, signal.SIGKILL)
+            _finish(proc, pumps, waiter, pgid)
         raise
     leftovers = _finish(proc, pumps, waiter, pgid)
     wall = time.monotonic() - started
@@ -140,18 +158,26 @@ def run_supervised(
     )
 
 
-def _finish(proc: object, pumps: list[_Pump], waiter: _Waiter, pgid: int) -> bool:
+def _finish(proc: Any, pumps: list[_Pump], waiter: _Waiter | None, pgid: int) -> bool:
     """After the leader ended: kill what is left of its group, drain the pipes."""
-    waiter.done.wait()
-    leftovers = kill_group(pgid, signal.SIGKILL)
-    if leftovers:
-        log.warning("process group %d outlived its leader: killed what was left", pgid)
-    for pump in pumps:
-        pump.join()
-    # The leader was reaped by os.wait4: tell Popen so it never waits for it again.
-    proc.returncode = os.waitstatus_to_exitcode(waiter.status)  # type: ignore[attr-defined]
-    for stream in (proc.stdout, proc.stderr):  # type: ignore[attr-defined]
-        stream.close()
+    try:
+        if waiter is None:  # the reaper thread never started: reap the leader here
+            proc.wait()
+        else:
+            waiter.done.wait()
+            # The leader was reaped by os.wait4: tell Popen so it never waits for it again.
+            proc.returncode = os.waitstatus_to_exitcode(waiter.status)
+        leftovers = bool(live_members(pgid))
+        if leftovers:
+            kill_group(pgid, signal.SIGKILL)
+            _wait_group_gone(pgid)
+            log.warning("process group %d outlived its leader: killed what was left", pgid)
+        for pump in pumps:
+            pump.join()
+    finally:
+        # Even when interrupted above: no pipe is left open for the garbage collector.
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
     return leftovers
 
 
@@ -171,6 +197,32 @@ def kill_group(pgid: int, sig: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids of the processes of group ``pgid`` that are not zombies (Linux ``/proc``)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL is asynchronous: wait until no live member of the group is left."""
+    deadline = time.monotonic() + timeout
+    while live_members(pgid):
+        if time.monotonic() > deadline:
+            log.error("process group %d still has live members after SIGKILL", pgid)
+            return
+        time.sleep(0.02)
 
 
 def group_alive(pgid: int) -> bool:
@@ -232,14 +284,25 @@ class _Pump:
 
 
 def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a text file (empty if it does not exist)."""
+    """The last ``lines`` lines of a text file (empty if it does not exist).
+
+    Reads backwards from the end, 64 KiB at a time, up to 1 MiB; a line cut by that window is
+    left out unless it is all there is.
+    """
+    if lines <= 0:
+        return []
     try:
         with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            data = fh.read()
+            start = fh.seek(0, os.SEEK_END)
+            data = b""
+            while start > 0 and data.count(b"\n") <= lines and len(data) < _TAIL_MAX:
+                step = min(_TAIL_BLOCK, start)
+                start -= step
+                fh.seek(start)
+                data = fh.read(step) + data
     except OSError:
         return []
     text = data.decode("utf-8", errors="replace").splitlines()
+    if start > 0 and len(text) > 1:
+        text = text[1:]  # the first line was cut by the window
     return text[-lines:]

@@ -82,7 +82,9 @@ def plan_upload(
     """Every file of the run directory, and the inference CSVs again under their prefix.
 
     ``SUCCESS`` is not in the plan: it is written last, by :meth:`Store.upload_run`.
-    ``exclude`` names files (relative to the run directory) still being written.
+    ``exclude`` names files (relative to the run directory) still being written: they are kept
+    out of both copies. A directory that cannot be read fails the plan (:class:`StoreError`):
+    skipping it would let SUCCESS vouch for an incomplete run.
     """
     skip = {SUCCESS, *exclude}
     planned: list[PlannedObject] = []
@@ -93,15 +95,23 @@ def plan_upload(
         size = path.stat().st_size
         planned.append(PlannedObject(complete_key(run, relative), path, size))
     inference = run_dir / inference_subdir
+    if not inference.is_dir():  # a run that produced no inference results
+        return planned
     for path in sorted(_walk_files(inference)):
-        if path.suffix == ".csv":
+        if path.suffix == ".csv" and path.relative_to(run_dir).as_posix() not in skip:
             relative = path.relative_to(inference).as_posix()
             planned.append(PlannedObject(inference_key(run, relative), path, path.stat().st_size))
     return planned
 
 
 def _walk_files(top: Path) -> Iterable[Path]:
-    for dirpath, _dirs, files in os.walk(top):
+    def fail(err: OSError) -> None:
+        raise StoreError(
+            f"cannot read {err.filename or top} for the upload: {err.strerror or err}",
+            hint="check the permissions of the run directory",
+        ) from err
+
+    for dirpath, _dirs, files in os.walk(top, onerror=fail):
         for name in files:
             path = Path(dirpath) / name
             if path.is_file() and not path.is_symlink():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat as stat_
 from pathlib import Path
 
 from bench.errors import StoreError
@@ -27,10 +29,16 @@ class LocalStore(Store):
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
         try:
-            size = path.stat().st_size
-        except FileNotFoundError:
+            st = path.stat()
+            if not stat_.S_ISREG(st.st_mode):  # a "directory" of keys is not an object
+                return None
+            return ObjectInfo(size=st.st_size, sha256=sha256_file(path))
+        except (FileNotFoundError, NotADirectoryError):  # absent, or below an object
             return None
-        return ObjectInfo(size=size, sha256=sha256_file(path))
+        except OSError as err:
+            raise StoreError(
+                f"cannot read {path} in the local store: {err.strerror or err}"
+            ) from err
 
     def put_file(self, key: str, path: Path) -> None:
         target = self._path(key)
@@ -50,15 +58,27 @@ class LocalStore(Store):
             os.replace(tmp, target)
             fsync_dir(target.parent)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its directory may be what failed
+                tmp.unlink(missing_ok=True)
             raise StoreError(
-                f"cannot write {target} in the local store: {err.strerror}",
+                f"cannot write {target} in the local store: {err.strerror or err}",
                 hint="check the free space and permissions of the store directory",
             ) from err
 
     def list_dirs(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
         try:
-            entries = sorted(os.scandir(self._path(prefix)), key=lambda e: e.name)
-        except FileNotFoundError:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            names = []
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):  # removed while we list
+                    if entry.is_dir() and any(Path(entry.path).iterdir()):
+                        names.append(entry.name)
+            return names
+        except FileNotFoundError:  # nothing was ever stored under the prefix
             return []
-        return [e.name for e in entries if e.is_dir() and any(Path(e.path).iterdir())]
+        except OSError as err:
+            raise StoreError(
+                f"cannot list {path} in the local store: {err.strerror or err}"
+            ) from err
