@@ -395,7 +395,18 @@ class _Run:
             return
         describe, commit = self._describe()
         self.record.describe, self.record.commit = describe, commit
-        self._create_run_dir(make_run_name(self.started, describe))
+        self._create_run_dir(self._free_run_id(describe))
+
+    def _free_run_id(self, describe: str) -> RunId:
+        """The run name; ``<describe>.N`` if a run of the same minute and commit exists (a
+        quick retry by hand): a run directory is never reused."""
+        run_id, n = make_run_name(self.started, describe), 1
+        while self.wd.run_dir(run_id).exists():
+            n += 1
+            run_id = make_run_name(self.started, f"{describe}.{n}")
+        if n > 1:
+            log.warning("a run of the same minute and commit exists: this one is %s", run_id)
+        return run_id
 
     def _describe(self) -> tuple[str, str | None]:
         checkout = self.ref.checkout_path
@@ -407,13 +418,8 @@ class _Run:
 
     def _create_run_dir(self, run_id: RunId) -> None:
         run_dir = self.wd.run_dir(run_id)
-        if run_dir.exists():
-            raise BenchError(
-                f"the run directory {run_dir} already exists and is never overwritten",
-                hint="two runs in the same minute on the same commit? wait a minute and retry",
-            )
         self.wd.write_marker(self.wd.current_run_dir, run_id)
-        run_dir.mkdir()  # exclusive: fails if it appeared meanwhile
+        run_dir.mkdir()  # exclusive: never an existing directory (we hold the lock)
         create_exclusive(run_dir / "STARTED", f"{os.getpid()}\n")
         (run_dir / "steps").mkdir()
         self.run_id, self.run_dir = run_id, run_dir
@@ -659,15 +665,10 @@ class _Run:
         except (BenchError, OSError):
             describe, commit = "no-checkout", None
         self.record.describe, self.record.commit = describe, commit
-        for attempt in range(1, 10):
-            suffix = "" if attempt == 1 else f"-failed{attempt}"
-            run_id = make_run_name(self.started, describe + suffix)
-            if not self.wd.run_dir(run_id).exists():
-                try:
-                    self._create_run_dir(run_id)
-                except (BenchError, OSError) as err:
-                    log.error("cannot create a directory for the failed run: %s", err)
-                return
+        try:
+            self._create_run_dir(self._free_run_id(describe))
+        except (BenchError, OSError) as err:
+            log.error("cannot create a directory for the failed run: %s", err)
 
     def _archive_results(self) -> None:
         """Never leave results in the checkout for the next run to reuse silently."""
@@ -931,19 +932,20 @@ def plan(settings: Settings, options: RunOptions | None = None) -> list[str]:
     """The exact commands and moves a run would make, without touching anything."""
     options = options or RunOptions()
     ref = settings.reference
-    run_dir = (
-        f"{ref.root}/snoop_results/_snoop_<YYYYMMDD>_<HHMM>_<git describe --always --dirty --long>"
-    )
+    run_dir = "$RUN_DIR"
     checkout = ref.checkout_path
     lines = [
         f"# work directory {ref.root} (lock {ref.root}/.lock, logs cron_res, cron_res_errors)",
         f"# configuration: {settings.config_file or 'built-in defaults'}",
+        f"# RUN_DIR={ref.root}/snoop_results/<run>, created exclusively, where <run> is",
+        "#   _snoop_<YYYYMMDD>_<HHMM>_<git describe --always --dirty --long> (one timestamp)",
     ]
 
     def step(index: int, name: str, body: list[str]) -> None:
         state = "" if options.wants(name) else "   (skipped)"
         lines.append(f"{index:02d} {name}{state}")
-        lines.extend(f"     {line}" for line in body)
+        for line in body:
+            lines.extend("     " + part for part in line.splitlines())
 
     repo = ref.repository if not ref.is_demo else f"{ref.root}/demo-origin (embedded demo)"
     if checkout.exists():
@@ -972,7 +974,13 @@ def plan(settings: Settings, options: RunOptions | None = None) -> list[str]:
         )
         out = [f"cd {checkout}"]
         out += [f"export {k}={expand_placeholders(v, settings)}" for k, v in env.items()]
-        out.append(f"{text}    (timeout {timeout:.0f} s, own process group)")
+        out.append(f"# timeout {timeout:.0f} s, in its own process group")
+        if isinstance(command, str):
+            out.append("/bin/sh -c '")
+            out.extend("    " + line for line in text.strip().splitlines())
+            out.append("'")
+        else:
+            out.append(text)
         return out
 
     step(2, "build", command_lines("build_command", ref.build_env, ref.build_timeout))
