@@ -74,6 +74,8 @@ class StoreSettings:
 
     url: str
     endpoint_url: str
+    max_attempts: int
+    max_workers: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "store": {
         "url": Key("str", "", "s3://bucket/prefix or file:///path; empty: <root>/store"),
         "endpoint_url": Key("str", "", "S3 endpoint (MinIO, Ceph, tests); AWS_ENDPOINT_URL too"),
+        "max_attempts": Key("int", 8, "attempts per S3 request (boto3 adaptive retries)"),
+        "max_workers": Key("int", 16, "concurrent transfers during an upload"),
     },
     "watch": {
         "root": Key("path", "", "the watcher's directory; empty: <reference.root>/watch"),

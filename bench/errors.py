@@ -72,7 +72,15 @@ class StepError(BenchError):
 
 
 class StoreError(BenchError):
-    """The results store refused or failed an operation."""
+    """The results store refused or failed an operation.
+
+    ``fatal`` says the store itself is unusable (no bucket, no credentials, unreachable):
+    there is no point trying the other objects.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, fatal: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.fatal = fatal
 
 
 class NotifyError(BenchError):

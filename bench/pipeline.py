@@ -359,7 +359,10 @@ class _Run:
         def upload() -> None:
             assert self.run_dir is not None and self.run_id is not None
             store = open_store(
-                self.settings.store.url, endpoint_url=self.settings.store.endpoint_url
+                self.settings.store.url,
+                endpoint_url=self.settings.store.endpoint_url,
+                max_attempts=self.settings.store.max_attempts,
+                max_workers=self.settings.store.max_workers,
             )
             self._save()  # the run.json in the store says where the run stood before upload
             report = store.upload_run(

@@ -6,8 +6,8 @@ Layout (compatible with the team's existing bucket)::
     <prefix>/complete_results/snoop_results/<run>/SUCCESS  written last
     <prefix>/inference_csvs/snoop_results/<run>/*.csv      the inference CSVs alone
 
-``open_store(url)`` returns the backend for ``file:///path`` (local) URLs; the S3 backend
-plugs in behind the same interface.
+``open_store(url)`` returns the backend: :class:`LocalStore` for ``file:///path``,
+:class:`~bench.store.s3.S3Store` for ``s3://bucket/prefix``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from bench.store.local import LocalStore
 __all__ = ["LocalStore", "Store", "UploadReport", "complete_key", "inference_key", "open_store"]
 
 
-def open_store(url: str, *, endpoint_url: str = "") -> Store:
-    """The store behind ``url``."""
+def open_store(
+    url: str, *, endpoint_url: str = "", max_attempts: int = 8, max_workers: int | None = None
+) -> Store:
+    """The store behind ``url``: ``file:///absolute/path`` or ``s3://bucket/prefix``."""
     from urllib.parse import unquote, urlparse
 
     from bench.errors import StoreError
@@ -28,8 +30,24 @@ def open_store(url: str, *, endpoint_url: str = "") -> Store:
     if parsed.scheme == "file":
         from pathlib import Path
 
-        return LocalStore(Path(unquote(parsed.path)))
+        if parsed.netloc not in {"", "localhost"}:
+            raise StoreError(
+                f"store URL {url!r} names a host ({parsed.netloc})",
+                hint="use file:///absolute/path (three slashes)",
+            )
+        local = LocalStore(Path(unquote(parsed.path)))
+        if max_workers:
+            local.max_workers = max_workers
+        return local
+    if parsed.scheme == "s3" and parsed.netloc:
+        from bench.store.s3 import S3Store, make_client
+
+        workers = max_workers or 16
+        client = make_client(
+            endpoint_url=endpoint_url, max_attempts=max_attempts, max_workers=workers
+        )
+        return S3Store(client, parsed.netloc, parsed.path, max_workers=workers)
     raise StoreError(
-        f"store URL {url!r}: the {parsed.scheme or 'empty'} scheme is not supported yet",
-        hint="use file:///absolute/path",
+        f"store URL {url!r} is not supported",
+        hint="use s3://bucket/prefix or file:///absolute/path",
     )

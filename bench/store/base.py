@@ -12,7 +12,9 @@ import abc
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +38,14 @@ def inference_key(run: RunId, relative: str) -> str:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """What the store says of an object: its size, and a checksum when it has one.
+
+    ``checksum`` is backend-specific (S3: the ETag; local: the MD5 of the content): it is only
+    ever compared with :meth:`Store.checksum_of` of the same backend.
+    """
+
     size: int
-    sha256: str | None = None  # None when the backend cannot tell
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,15 @@ class UploadReport:
     skipped: int = 0
     bytes_sent: int = 0
     missing: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         return not self.missing
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
@@ -122,12 +131,26 @@ class Store(abc.ABC):
     """A results store: a bucket prefix, or a local directory with the same keys."""
 
     url: str
+    #: Concurrent transfers during an upload.
+    max_workers: int = 1
 
     # --- primitives, per backend ----------
 
     @abc.abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """Size (and checksum if known) of ``key``, None if absent."""
+
+    @abc.abstractmethod
+    def list_objects(self, prefix: str) -> dict[str, ObjectInfo]:
+        """Every object whose key starts with ``prefix/``, by key (paginated as needed)."""
+
+    @abc.abstractmethod
+    def checksum_of(self, path: Path) -> str | None:
+        """The checksum this backend will report for the content of ``path`` once stored."""
+
+    @abc.abstractmethod
+    def get_file(self, key: str, dest: Path) -> None:
+        """Download ``key`` to ``dest`` (atomically: ``dest`` appears complete or not at all)."""
 
     @abc.abstractmethod
     def put_file(self, key: str, path: Path) -> None:
@@ -163,15 +186,26 @@ class Store(abc.ABC):
         """
         planned = plan_upload(run_dir, run, inference_subdir=inference_subdir, exclude=exclude)
         report = UploadReport(run.name, self.location(complete_key(run, "")), len(planned))
-        for obj in planned:
-            if self._matches(obj):
-                report.skipped += 1
-                continue
-            log.info("uploading %s (%d bytes)", obj.key, obj.size)
-            self.put_file(obj.key, obj.path)
-            report.sent += 1
-            report.bytes_sent += obj.size
-        report.missing = [obj.key for obj in planned if not self._matches(obj)]
+        checksums: dict[Path, str | None] = {}
+
+        def same(obj: PlannedObject, info: ObjectInfo | None) -> bool:
+            if info is None or info.size != obj.size:
+                return False
+            if info.checksum is None:
+                return True
+            if obj.path not in checksums:
+                checksums[obj.path] = self.checksum_of(obj.path)
+            local = checksums[obj.path]
+            return local is None or local == info.checksum
+
+        present = self._run_objects(run)
+        todo = [obj for obj in planned if not same(obj, present.get(obj.key))]
+        report.skipped = len(planned) - len(todo)
+        if report.skipped:
+            log.info("%d of %d objects already in the store", report.skipped, len(planned))
+        self._transfer(todo, report)
+        present = self._run_objects(run)
+        report.missing = [obj.key for obj in planned if not same(obj, present.get(obj.key))]
         if report.missing:
             raise UploadIncomplete(report)
         self.put_bytes(complete_key(run, SUCCESS), success_text.encode())
@@ -185,11 +219,49 @@ class Store(abc.ABC):
         )
         return report
 
-    def _matches(self, obj: PlannedObject) -> bool:
-        info = self.stat(obj.key)
-        if info is None or info.size != obj.size:
-            return False
-        return info.sha256 is None or info.sha256 == sha256_file(obj.path)
+    def _run_objects(self, run: RunId) -> dict[str, ObjectInfo]:
+        found = self.list_objects(f"{COMPLETE}/{run.name}")
+        found.update(self.list_objects(f"{INFERENCE}/{run.name}"))
+        return found
+
+    def _transfer(self, todo: list[PlannedObject], report: UploadReport) -> None:
+        """Send ``todo`` with ``max_workers`` transfers at once; a failed object is recorded
+        and the others go on, unless the failure says the store itself is unusable."""
+        total = sum(obj.size for obj in todo)
+        if not todo:
+            return
+        log.info("sending %d objects (%d bytes), %d at a time", len(todo), total, self.max_workers)
+        started = time.monotonic()
+        last_progress = started
+        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="upload") as pool:
+            futures = {pool.submit(self.put_file, obj.key, obj.path): obj for obj in todo}
+            try:
+                for future in as_completed(futures):
+                    obj = futures[future]
+                    try:
+                        future.result()
+                    except StoreError as err:
+                        report.errors[obj.key] = err.message
+                        log.error("could not upload %s: %s", obj.key, err.message)
+                        if err.fatal:
+                            raise
+                        continue
+                    report.sent += 1
+                    report.bytes_sent += obj.size
+                    now = time.monotonic()
+                    if now - last_progress >= 5 or report.sent == len(todo):
+                        last_progress = now
+                        log.info(
+                            "upload progress: %d/%d objects, %.1f/%.1f MB, %.0f s",
+                            report.sent,
+                            len(todo),
+                            report.bytes_sent / 1e6,
+                            total / 1e6,
+                            now - started,
+                        )
+            finally:
+                for future in futures:
+                    future.cancel()
 
     def list_runs(self) -> list[RunId]:
         """The runs under the prefix, in name (= time) order; odd names are reported, skipped."""
@@ -216,9 +288,11 @@ class UploadIncomplete(StoreError):
 
     def __init__(self, report: UploadReport) -> None:
         shown = ", ".join(report.missing[:5]) + (" ..." if len(report.missing) > 5 else "")
+        reasons = sorted(set(report.errors.values()))
+        because = f"; errors: {'; '.join(reasons[:3])}" if reasons else ""
         super().__init__(
             f"upload of {report.run} incomplete: {len(report.missing)} object(s) missing "
-            f"or different in the store: {shown}",
-            hint="run `bench-run --resume` to send only what is missing",
+            f"or different in the store: {shown}{because}",
+            hint="everything is still on disk; `bench-run --resume` sends only what is missing",
         )
         self.report = report

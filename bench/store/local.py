@@ -10,15 +10,49 @@ from pathlib import Path
 
 from bench.errors import StoreError
 from bench.markers import fsync_dir
-from bench.store.base import ObjectInfo, Store, sha256_file
+from bench.store.base import ObjectInfo, Store, md5_file
 
 
 class LocalStore(Store):
     """A directory that holds the bucket's keys as files. Writes are atomic (tmp + rename)."""
 
+    max_workers = 4
+
     def __init__(self, base: Path) -> None:
         self.base = base
         self.url = base.as_uri()
+
+    def checksum_of(self, path: Path) -> str | None:
+        return md5_file(path)
+
+    def list_objects(self, prefix: str) -> dict[str, ObjectInfo]:
+        top = self._path(prefix)
+        found: dict[str, ObjectInfo] = {}
+        if not top.is_dir():
+            return found
+        base = self.base.resolve()
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                if ".partial" in name and name.startswith("."):
+                    continue  # a write in progress (or interrupted): not an object
+                path = Path(dirpath) / name
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    continue
+                found[path.relative_to(base).as_posix()] = ObjectInfo(size, md5_file(path))
+        return found
+
+    def get_file(self, key: str, dest: Path) -> None:
+        source = self._path(key)
+        tmp = dest.with_name(f".{dest.name}.partial{os.getpid()}")
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot copy {source} to {dest}: {err.strerror or err}") from err
 
     def _path(self, key: str) -> Path:
         path = (self.base / key).resolve()
@@ -32,7 +66,7 @@ class LocalStore(Store):
             st = path.stat()
             if not stat_.S_ISREG(st.st_mode):  # a "directory" of keys is not an object
                 return None
-            return ObjectInfo(size=st.st_size, sha256=sha256_file(path))
+            return ObjectInfo(size=st.st_size, checksum=md5_file(path))
         except (FileNotFoundError, NotADirectoryError):  # absent, or below an object
             return None
         except OSError as err:
