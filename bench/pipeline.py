@@ -564,6 +564,7 @@ class _Run:
             except (BenchError, OSError) as exc:
                 status, message = "failed", str(exc)
                 log.error("step %s failed: %s", record.name, message)
+                log.debug("traceback (shown with -v):", exc_info=True)
         after = resource.getrusage(resource.RUSAGE_SELF)
         record.wall_s = round(time.monotonic() - t0, 3)
         record.user_s = round(after.ru_utime - before.ru_utime, 3)

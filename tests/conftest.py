@@ -51,12 +51,14 @@ class Host:
     root: Path
     config: Path
 
-    def configure(self, **reference: Any) -> Path:
-        """Write the configuration: [reference] keys given here, the store next to the root."""
-        store = reference.pop("store_url", (self.root / "store").as_uri())
+    def configure(self, *, store: dict[str, Any] | None = None, **reference: Any) -> Path:
+        """Write the configuration: [reference] keys given here; [store] (default: a local
+        store next to the root) from ``store`` or ``store_url``."""
+        store = dict(store or {})
+        store.setdefault("url", reference.pop("store_url", (self.root / "store").as_uri()))
         lines = ["[reference]", f"root = {toml_value(self.root)}"]
         lines += [f"{k} = {toml_value(v)}" for k, v in reference.items()]
-        lines += ["", "[store]", f"url = {toml_value(store)}", ""]
+        lines += ["", "[store]", *(f"{k} = {toml_value(v)}" for k, v in store.items()), ""]
         self.config.write_text("\n".join(lines), encoding="utf-8")
         return self.config
 
@@ -149,6 +151,26 @@ def group_gone(pgid: int) -> bool:
     from bench.steps import live_members
 
     return not live_members(pgid)
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """moto's S3 on 127.0.0.1 over HTTP, recording requests and able to inject faults."""
+    from bench.testing.s3server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+_buckets = iter(range(10**6))
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A new empty bucket on the test server."""
+    name = f"bench-test-{os.getpid()}-{next(_buckets)}"
+    s3.client().create_bucket(Bucket=name)
+    return name
 
 
 @pytest.fixture

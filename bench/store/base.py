@@ -204,7 +204,8 @@ class Store(abc.ABC):
         if report.skipped:
             log.info("%d of %d objects already in the store", report.skipped, len(planned))
         self._transfer(todo, report)
-        present = self._run_objects(run)
+        if todo:  # with nothing sent, the listing above already verified every object
+            present = self._run_objects(run)
         report.missing = [obj.key for obj in planned if not same(obj, present.get(obj.key))]
         if report.missing:
             raise UploadIncomplete(report)

@@ -80,6 +80,8 @@ class RunCache:
         resumed = 0
         for key, info in sorted(objects.items()):
             relative = key[len(prefix) + 1 :]
+            if relative == "":
+                continue  # a "folder" marker some S3 tools create: not a file
             name = _safe_relative(relative)
             if name is None:
                 log.error("store %s: refusing key %r (not a plain file name)", self.store.url, key)
@@ -99,6 +101,8 @@ class RunCache:
                 )
             report.files += 1
             report.bytes += info.size
+        for leftover in staging.rglob(".*.partial*"):  # from a download killed half-way
+            leftover.unlink()
         atomic_write(
             staging / MANIFEST,
             json.dumps({"format": MANIFEST_FORMAT, "run": run.name, "files": manifest}) + "\n",

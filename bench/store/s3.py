@@ -93,7 +93,12 @@ class S3Store(Store):
         names = []
         for page in self._pages(Prefix=base, Delimiter="/", **extra):
             for common in page.get("CommonPrefixes", ()):
-                names.append(common["Prefix"][len(base) :].rstrip("/"))
+                name = common["Prefix"][len(base) :].rstrip("/")
+                # StartAfter compares keys, not names: ``<start_after>/...`` sorts after it (and
+                # so does ``<earlier name>/...`` when start_after goes on with a character below
+                # "/", e.g. "-"), so those names come back and are dropped here.
+                if not start_after or name > start_after:
+                    names.append(name)
         return names
 
     def put_file(self, key: str, path: Path) -> None:

@@ -190,3 +190,19 @@ class Window:
 
     def __iter__(self) -> Iterator[Request]:
         return iter(self.server.requests[self.start :])
+
+
+def main() -> None:
+    """``python -m bench.testing.s3server``: serve until killed; print the endpoint first."""
+    import signal
+    import sys
+
+    server = S3Server().start()
+    print(server.endpoint, flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
