@@ -86,6 +86,7 @@ class WatchSettings:
     first_dir: str
     ref_dir: str
     detector: str
+    renamings: str
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "first_dir": Key("str", "", "oldest run of the history (FIRST_DIR)"),
         "ref_dir": Key("str", "", "the reference run (REF_DIR); empty: first_dir"),
         "detector": Key("choice", "default", "alert rule", choices=("default", "legacy")),
+        "renamings": Key("str", "", "file of new_name,old_name lines joining renamed parameters"),
     },
     "slack": {
         "channel": Key("str", "", "Slack channel id"),
@@ -179,7 +181,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 #: Environment variables under ``BENCH_`` that are not settings.
-NON_SETTING_ENV = {"BENCH_CONFIG", "BENCH_DEMO_SLOWDOWN", "BENCH_VENV", "BENCH_HOME"}
+NON_SETTING_ENV = {
+    "BENCH_CONFIG",
+    "BENCH_DEMO_SLOWDOWN",
+    "BENCH_VENV",
+    "BENCH_HOME",
+    "BENCH_FAILPOINT",
+}
 
 
 def env_name(section: str, key: str) -> str:

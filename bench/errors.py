@@ -20,6 +20,8 @@ class ExitCode(enum.IntEnum):
     GUARDED_RUNNING = 3
     #: Refused: a previous run crashed and was not cleaned up (markers left, lock free).
     GUARDED_CRASHED = 4
+    #: The watcher delivered a report that found regressions.
+    REGRESSIONS = 5
     #: Interrupted by SIGINT/SIGTERM; the state left behind is recoverable.
     INTERRUPTED = 130
 

@@ -30,7 +30,7 @@ def setup_console(verbosity: int = 0) -> None:
     root.addHandler(console)
     root.setLevel(logging.DEBUG)
     console.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "filelock"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -51,8 +51,8 @@ def configure_s3(host: Host, s3: S3Server, bucket: str, **reference: Any) -> Non
     )
 
 
-def s3_env() -> dict[str, str]:
-    return clean_env(**S3Server.credentials_env())
+def s3_env(**extra: str) -> dict[str, str]:
+    return clean_env(**S3Server.credentials_env(), **extra)
 
 
 def stored(s3: S3Server, bucket: str) -> dict[str, int]:

@@ -161,8 +161,9 @@ class Store(abc.ABC):
         """Store ``data`` under ``key``."""
 
     @abc.abstractmethod
-    def list_dirs(self, prefix: str) -> list[str]:
-        """The names directly below ``prefix`` that have objects under them."""
+    def list_dirs(self, prefix: str, *, start_after: str = "") -> list[str]:
+        """The names directly below ``prefix`` that have objects under them; with
+        ``start_after``, only the names sorting after it (one request on S3)."""
 
     def location(self, key: str = "") -> str:
         """A URL for ``key`` (for people: reports and logs)."""
@@ -264,10 +265,13 @@ class Store(abc.ABC):
                 for future in futures:
                     future.cancel()
 
-    def list_runs(self) -> list[RunId]:
-        """The runs under the prefix, in name (= time) order; odd names are reported, skipped."""
+    def list_runs(self, *, after: RunId | None = None) -> list[RunId]:
+        """The runs under the prefix (newer than ``after``), in name (= time) order; names
+        that are not run names (``../../x``) are reported and skipped."""
         runs = []
-        for name in self.list_dirs(COMPLETE):
+        for name in self.list_dirs(COMPLETE, start_after=after.name if after else ""):
+            if after is not None and name <= after.name:
+                continue
             if is_run_name(name):
                 runs.append(RunId(name))
             else:
@@ -277,8 +281,13 @@ class Store(abc.ABC):
     def has_success(self, run: RunId) -> bool:
         return self.stat(complete_key(run, SUCCESS)) is not None
 
-    def newest_successful_run(self) -> RunId | None:
-        for run in reversed(self.list_runs()):
+    def newest_successful_run(self, *, after: RunId | None = None) -> RunId | None:
+        """The newest run with SUCCESS (only runs newer than ``after`` are looked at).
+
+        With ``after`` set to the last run already seen, a store with nothing new answers in
+        one listing request, and a new run costs one more (its SUCCESS).
+        """
+        for run in reversed(self.list_runs(after=after)):
             if self.has_success(run):
                 return run
         return None

@@ -99,13 +99,15 @@ class LocalStore(Store):
                 hint="check the free space and permissions of the store directory",
             ) from err
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str, *, start_after: str = "") -> list[str]:
         path = self._path(prefix)
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
             names = []
             for entry in entries:
+                if start_after and entry.name <= start_after:
+                    continue
                 with contextlib.suppress(FileNotFoundError):  # removed while we list
                     if entry.is_dir() and any(Path(entry.path).iterdir()):
                         names.append(entry.name)

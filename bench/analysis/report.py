@@ -1,0 +1,386 @@
+"""The analysis of a new run: the history, the comparison CSVs, the alerts and a summary.
+
+The history is the inference CSVs of every successful run from FIRST_DIR on, read from the
+incremental cache into one long table (run, file, parameter, value). The comparison files are
+gas_parameter_diff's, assembled as the old watcher did (``bench.analysis.gpd``); the alerts
+follow the legacy rule (the default until a better detector lands). A file that cannot be read
+is listed in the summary with the run, the file, the line and the reason; every other file is
+analysed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError, ConfigError
+from bench.markers import atomic_write
+from bench.runs import InvalidRunName, RunId, parse_run_name
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FORMAT = 1
+#: Slack's limits on one message (Block Kit).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+WORST_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Alert:
+    file: str
+    parameter: str
+    against: str  # "reference" or "previous"
+    baseline_run: str
+    baseline: float
+    value: float
+    change_pct: float  # the tool's symmetric CHANGE (%)
+
+    @property
+    def direction(self) -> str:
+        return "regression" if self.value > self.baseline else "improvement"
+
+    @property
+    def relative_pct(self) -> float:
+        """Signed change from the baseline, in % of the baseline."""
+        if self.baseline == 0:
+            return math.inf if self.value > 0 else -math.inf
+        return 100.0 * (self.value - self.baseline) / abs(self.baseline)
+
+
+def load_renamings(path: Path | None) -> dict[str, str]:
+    """``new_name,old_name`` per line -> {old_name: new_name}; ``#`` comments allowed."""
+    if path is None:
+        return {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ConfigError(f"cannot read the renamings file {path}: {err.strerror}") from err
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"{path}:{number}: expected `new_name,old_name`, got {line!r}",
+                hint="one renaming per line, the new name first",
+            )
+        new, old = parts
+        mapping[old] = new
+    return mapping
+
+
+def analyse_run(
+    settings: Any,
+    *,
+    store: Any,
+    cache_dir: Path,
+    run: RunId,
+    report_dir: Path,
+    options: Any,
+) -> dict[str, Any]:
+    """Analyse ``run`` against its history; write the report files; return the summary."""
+    from bench.analysis.gpd import Column, assemble, compare_file
+    from bench.snoop import SnoopFormatError, read_inference_csv
+    from bench.store.cache import RunCache
+    from bench.watch import write_summary
+
+    cache = RunCache(store, cache_dir)
+    listed = [r for r in store.list_runs() if r <= run]
+    successful = [r for r in listed if cache.has(r) or store.has_success(r)]
+    if run not in successful:
+        raise BenchError(f"{run} has no SUCCESS in {store.url}: it cannot be analysed")
+    synced = cache.sync(successful)
+    if synced.downloaded:
+        log.info(
+            "downloaded %d new run(s) into the cache (%d files)",
+            len(synced.downloaded),
+            synced.files,
+        )
+
+    first = _pick(options.first_dir, successful, "FIRST_DIR") or successful[0]
+    history_runs = [r for r in successful if r >= first]
+    ref_explicit = bool(options.ref_dir)
+    reference = _pick(options.ref_dir, successful, "REF_DIR") or first
+    earlier = [r for r in successful if r < run]
+    previous = earlier[-1] if earlier else None
+    renamings = load_renamings(options.renamings)
+
+    problems: list[dict[str, Any]] = [
+        {"run": "", "file": key, "line": None, "reason": "refused key in the store"}
+        for key in synced.rejected
+    ]
+    parsed: dict[tuple[RunId, str], Any] = {}
+    needed = set(history_runs) | {reference, run} | ({previous} if previous else set())
+    for r in sorted(needed):
+        for path in sorted(cache.path(r).glob("*.csv")):
+            try:
+                parsed[(r, path.name)] = read_inference_csv(path)
+            except SnoopFormatError as err:
+                problems.append(
+                    {"run": r.name, "file": path.name, "line": err.line, "reason": err.reason}
+                )
+                log.warning("unreadable: %s", err)
+
+    def column(r: RunId | None, name: str) -> Column | None:
+        if r is None or (r, name) not in parsed:
+            return None
+        data = parsed[(r, name)]
+        names = _renamed(data.names, renamings)
+        return Column(label=f"input_csvs/{r.name}/{name}", names=names, texts=data.texts)
+
+    newest_files = sorted(p.name for p in cache.path(run).glob("*.csv"))
+    reports = []
+    alerts: list[Alert] = []
+    for name in newest_files:
+        newest = column(run, name)
+        if newest is None:
+            continue  # unreadable: listed in problems
+        report = compare_file(
+            name,
+            history=[c for c in (column(r, name) for r in history_runs) if c is not None],
+            newest=newest,
+            reference=column(reference, name),
+            previous=column(previous, name),
+            ref_explicit=ref_explicit,
+            newest_run=run.name,
+            reference_run=reference.name if reference != run else None,
+            previous_run=previous.name if previous else None,
+        )
+        reports.append(report)
+        alerts += _alerts(report, name, parsed, run, reference, previous, renamings)
+
+    for filename, text in assemble(reports).items():
+        atomic_write(report_dir / filename, text)
+
+    previous_files = {n for (r, n) in parsed if r == previous} if previous else set()
+    summary = _summary(
+        run=run,
+        first=first,
+        reference=reference,
+        previous=previous,
+        history=history_runs,
+        alerts=alerts,
+        reports=reports,
+        new_files=sorted(set(newest_files) - previous_files) if previous else [],
+        removed_files=sorted(previous_files - set(newest_files)),
+        problems=problems,
+        parameters=sum(len(parsed[(run, n)].names) for n in newest_files if (run, n) in parsed),
+        table_rows=_long_table_rows(parsed, history_runs),
+    )
+    write_summary(report_dir, summary)
+    return summary
+
+
+def _pick(text: str, runs: list[RunId], what: str) -> RunId | None:
+    if not text:
+        return None
+    try:
+        run = parse_run_name(text)
+    except InvalidRunName as err:
+        raise ConfigError(f"{what}: {err}") from None
+    if run not in runs:
+        raise ConfigError(
+            f"{what} = {run} is not a successful run of the store",
+            hint="choose a run that has SUCCESS (see the store's complete_results/)",
+        )
+    return run
+
+
+def _renamed(names: Iterable[str], renamings: dict[str, str]) -> tuple[str, ...]:
+    present = set(names)
+    return tuple(
+        renamings[n] if n in renamings and renamings[n] not in present else n for n in names
+    )
+
+
+def _alerts(
+    report: Any,
+    name: str,
+    parsed: dict[tuple[RunId, str], Any],
+    run: RunId,
+    reference: RunId,
+    previous: RunId | None,
+    renamings: dict[str, str],
+) -> list[Alert]:
+    from bench.analysis.gpd import legacy_alert_lines, regression_name
+
+    def values(r: RunId | None) -> dict[str, float]:
+        if r is None or (r, name) not in parsed:
+            return {}
+        data = parsed[(r, name)]
+        return dict(zip(_renamed(data.names, renamings), data.values, strict=True))
+
+    newest = values(run)
+    found = []
+    for against, base_run, diff in (
+        ("reference", reference, report.reference),
+        ("previous", previous, report.previous),
+    ):
+        if diff is None or base_run is None:
+            continue
+        base = values(base_run)
+        for line in legacy_alert_lines(diff):
+            parameter = regression_name(line) if "%" in line else None
+            if parameter is None or parameter not in base or parameter not in newest:
+                continue
+            change = float(line.split("%", 1)[0])
+            found.append(
+                Alert(
+                    name,
+                    parameter,
+                    against,
+                    base_run.name,
+                    base[parameter],
+                    newest[parameter],
+                    change,
+                )
+            )
+    return found
+
+
+def _long_table_rows(parsed: dict[tuple[RunId, str], Any], runs: list[RunId]) -> int:
+    """The history as one long table (run, file, parameter, value): its size."""
+    import pandas as pd
+
+    wanted = set(runs)
+    frames = [
+        pd.DataFrame({"run": r.name, "file": name, "parameter": data.names, "value": data.values})
+        for (r, name), data in parsed.items()
+        if r in wanted
+    ]
+    if not frames:
+        return 0
+    table = pd.concat(frames, ignore_index=True)
+    return len(table)
+
+
+def _summary(
+    *,
+    run: RunId,
+    first: RunId,
+    reference: RunId,
+    previous: RunId | None,
+    history: list[RunId],
+    alerts: list[Alert],
+    reports: list[Any],
+    new_files: list[str],
+    removed_files: list[str],
+    problems: list[dict[str, Any]],
+    parameters: int,
+    table_rows: int,
+) -> dict[str, Any]:
+    by_parameter: dict[tuple[str, str], Alert] = {}
+    for alert in alerts:  # one entry per parameter: the larger change wins
+        key = (alert.file, alert.parameter)
+        if key not in by_parameter or abs(alert.relative_pct) > abs(by_parameter[key].relative_pct):
+            by_parameter[key] = alert
+    distinct = sorted(
+        by_parameter.values(),
+        key=lambda a: (a.direction != "regression", -abs(a.relative_pct)),
+    )
+    regressions = [a for a in distinct if a.direction == "regression"]
+    improvements = [a for a in distinct if a.direction == "improvement"]
+    new_params: list[str] = []
+    removed_params: list[str] = []
+    for report in reports:
+        for diff in (report.previous,):
+            if diff is None:
+                continue
+            for line in diff.stderr:
+                if line.endswith(" is new."):
+                    new_params.append(f"{report.name}: {line[: -len(' is new.')]}")
+                elif line.endswith(" is removed."):
+                    removed_params.append(f"{report.name}: {line[: -len(' is removed.')]}")
+    return {
+        "format": SUMMARY_FORMAT,
+        "run": run.name,
+        "first": first.name,
+        "reference": reference.name,
+        "previous": previous.name if previous else None,
+        "runs_in_history": len(history),
+        "history_values": table_rows,
+        "detector": "legacy",
+        "counts": {
+            "files": len(reports),
+            "parameters": parameters,
+            "regressions": len(regressions),
+            "improvements": len(improvements),
+            "new_parameters": len(new_params),
+            "removed_parameters": len(removed_params),
+            "unreadable_files": len(problems),
+        },
+        "changes": [_alert_dict(a) for a in distinct],
+        "new_parameters": new_params,
+        "removed_parameters": removed_params,
+        "new_files": new_files,
+        "removed_files": removed_files,
+        "problems": problems,
+    }
+
+
+def _alert_dict(alert: Alert) -> dict[str, Any]:
+    return {
+        "file": alert.file,
+        "parameter": alert.parameter,
+        "direction": alert.direction,
+        "against": alert.against,
+        "baseline_run": alert.baseline_run,
+        "baseline": alert.baseline,
+        "value": alert.value,
+        "relative_pct": alert.relative_pct,
+        "change_pct": alert.change_pct,
+    }
+
+
+# --- the message ----------
+
+
+def render_summary(summary: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The summary message: text and Block Kit blocks, within Slack's limits (pure)."""
+    from bench.notify import template_environment
+
+    env = template_environment()
+    context = {
+        "s": summary,
+        "regressions": [c for c in summary["changes"] if c["direction"] == "regression"],
+        "improvements": [c for c in summary["changes"] if c["direction"] == "improvement"],
+        "shown": WORST_SHOWN,
+    }
+    text = env.get_template("watch_summary.txt.j2").render(**context).strip()
+    raw = env.get_template("watch_summary.blocks.json.j2").render(**context)
+    blocks = json.loads(raw)
+    return text, _within_limits(blocks)
+
+
+def _within_limits(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for block in blocks:
+        text = block.get("text")
+        if isinstance(text, dict) and len(text.get("text", "")) > MAX_SECTION_TEXT:
+            text["text"] = text["text"][: MAX_SECTION_TEXT - 20] + "\n… (truncated)"
+        out.append(block)
+    if len(out) > MAX_BLOCKS:
+        more = {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": "… more in the attached files"}],
+        }
+        out = [*out[: MAX_BLOCKS - 1], more]
+    return out
+
+
+def fmt_pct(value: float) -> str:
+    if math.isinf(value):
+        return "from 0"
+    return f"{abs(value):.1f}%"
+
+
+def fmt_number(value: float) -> str:
+    return f"{value:.6g}"

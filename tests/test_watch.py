@@ -1,0 +1,345 @@
+"""The watcher's tick on a local store with the outbox: history, reports, exactly once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.config import load_settings
+from bench.errors import ExitCode
+from bench.notify import OutboxNotifier
+from bench.runs import parse_run_name
+from bench.store import LocalStore
+from bench.store.base import complete_key, inference_key
+from bench.watch import JOURNAL, WatchOptions, tick
+from tests.conftest import BIN, clean_env
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "gas_parameter_diff"
+RUNS = [
+    "_snoop_20230316_1052_v16.0-rc1-1722-g1f07d32f94",
+    "_snoop_20230321_2000_v16.0-rc1-1801-g2a3b4c5d6e",
+    "_snoop_20230324_2000_v16.0-rc1-1850-g3b4c5d6e7f",
+]
+ITEMS = [
+    "analysing",
+    "summary",
+    "file:alerts",
+    "file:selected.csv",
+    "file:all.csv",
+    "file:reference.csv",
+    "file:previous.csv",
+]
+
+
+def shared_input(run: str) -> bytes:
+    path = SHARED / "input_csvs" / run / "inferred_interpreter.csv"
+    assert path.exists(), f"{path} is missing: the tests need ../shared beside the project"
+    return path.read_bytes()
+
+
+def publish(store: LocalStore, run: str, files: dict[str, bytes], *, success: bool = True) -> None:
+    """What the reference host's upload leaves in the store."""
+    run_id = parse_run_name(run)
+    for name, data in files.items():
+        store.put_bytes(complete_key(run_id, f"inference_results/{name}"), data)
+        store.put_bytes(inference_key(run_id, name), data)
+    if success:
+        store.put_bytes(complete_key(run_id, "SUCCESS"), b"1\n")
+
+
+class Watcher:
+    """A watcher host on a local store, ticking in-process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.store = LocalStore(tmp / "store")
+        self.root = tmp / "watch"
+        self.settings = load_settings(
+            environ={},
+            cwd=tmp,
+            overrides=[f"store.url={(tmp / 'store').as_uri()}", f"watch.root={self.root}"],
+        )
+        self.outbox = OutboxNotifier(self.root / "outbox")
+
+    def tick(self, **options: Any) -> Any:
+        return tick(
+            self.settings, store=self.store, channel=self.outbox, options=WatchOptions(**options)
+        )
+
+    def delivered(self) -> list[dict[str, Any]]:
+        box = self.root / "outbox"
+        return [json.loads(p.read_text()) for p in sorted(box.glob("*.json"))]
+
+    def report(self, run: str) -> Path:
+        return self.root / "reports" / run
+
+
+@pytest.fixture
+def watcher(tmp_path: Path) -> Watcher:
+    return Watcher(tmp_path)
+
+
+def test_reports_of_the_reference_history_equal_the_old_tools_outputs(watcher: Watcher) -> None:
+    """On the three real runs, the report files equal gas_parameter_diff's, byte for byte."""
+    for run in RUNS:
+        publish(watcher.store, run, {"inferred_interpreter.csv": shared_input(run)})
+    outcome = watcher.tick()
+    assert outcome.exit_code == ExitCode.REGRESSIONS
+    report = watcher.report(RUNS[-1])
+    assert (report / "all.csv").read_bytes() == (
+        SHARED / "all_inferred_interpreter.csv"
+    ).read_bytes()
+    for kind in ("reference", "previous"):
+        assert (report / f"{kind}.csv").read_bytes() == (
+            SHARED / f"{kind}_inferred_interpreter.csv"
+        ).read_bytes()
+    assert (report / "alerts").read_bytes() == (SHARED / "alerts").read_bytes()
+    assert (report / "selected.csv").read_bytes() == (SHARED / "selected.csv").read_bytes()
+
+
+def test_summary_words_direction_and_counts(watcher: Watcher) -> None:
+    """The summary separates costs that went up from those that went down, new and removed."""
+    for run in RUNS:
+        publish(watcher.store, run, {"inferred_interpreter.csv": shared_input(run)})
+    watcher.tick()
+    summary = json.loads((watcher.report(RUNS[-1]) / "summary.json").read_text())
+    changes = {c["parameter"]: c for c in summary["changes"]}
+    assert changes["interpreter/N_IMul_int_coeff"]["direction"] == "regression"
+    assert changes["interpreter/N_IAdd_int_coeff"]["direction"] == "improvement"
+    assert summary["counts"]["new_parameters"] == 1
+    assert summary["counts"]["removed_parameters"] == 1
+    assert "R2_score-interpreter-interpreter/N_IAdd_int" not in changes
+    [_, message] = [d for d in watcher.delivered() if d["kind"] == "message"]
+    text = message["text"]
+    assert "Regressions found" in text
+    assert "interpreter/N_IMul_int_coeff (inferred_interpreter.csv) up" in text
+    assert "interpreter/N_IAdd_int_coeff (inferred_interpreter.csv) down 100.0%" in text
+    assert len(message["blocks"]) <= 50
+    assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in message["blocks"])
+
+
+def test_a_report_is_delivered_once_in_order_and_later_ticks_post_nothing(
+    watcher: Watcher,
+) -> None:
+    """Analysing message, summary, then the five files; the next ticks deliver nothing."""
+    for run in RUNS:
+        publish(watcher.store, run, {"inferred_interpreter.csv": shared_input(run)})
+    watcher.tick()
+    delivered = watcher.delivered()
+    assert [d["kind"] for d in delivered] == ["message", "message"] + ["file"] * 5
+    assert "I will look for regressions" in delivered[0]["text"]
+    assert [d["filename"] for d in delivered[2:]] == [
+        "alerts",
+        "selected.csv",
+        "all.csv",
+        "reference.csv",
+        "previous.csv",
+    ]
+    assert (watcher.root / "last_known_dir").read_text().strip() == RUNS[-1]
+    for _ in range(2):
+        again = watcher.tick()
+        assert again.status == "idle" and again.exit_code == ExitCode.OK
+    assert len(watcher.delivered()) == len(delivered)
+
+
+def test_a_run_without_success_is_not_analysed(watcher: Watcher) -> None:
+    """A newer run still uploading (no SUCCESS) is ignored: the newest successful one counts."""
+    publish(watcher.store, RUNS[0], {"inferred_interpreter.csv": shared_input(RUNS[0])})
+    publish(
+        watcher.store, RUNS[1], {"inferred_interpreter.csv": shared_input(RUNS[1])}, success=False
+    )
+    outcome = watcher.tick()
+    assert outcome.run == parse_run_name(RUNS[0])
+    assert not watcher.report(RUNS[1]).exists()
+
+
+def test_first_dir_and_ref_dir_choose_the_history_and_the_reference(watcher: Watcher) -> None:
+    """FIRST_DIR drops older runs; an explicit REF_DIR becomes the first column of all.csv."""
+    for run in RUNS:
+        publish(watcher.store, run, {"inferred_interpreter.csv": shared_input(run)})
+    watcher.tick(first_dir=RUNS[1], ref_dir=RUNS[0])
+    report = watcher.report(RUNS[-1])
+    header = (report / "all.csv").read_text().splitlines()[0].split(",")
+    assert header[7:] == [
+        f"input_csvs/{r}/inferred_interpreter.csv" for r in (RUNS[0], RUNS[2], RUNS[1])
+    ]
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["first"] == RUNS[1] and summary["reference"] == RUNS[0]
+
+
+def test_renamings_join_a_renamed_parameters_history(watcher: Watcher, tmp_path: Path) -> None:
+    """With `new,old` in the renamings file, the renamed parameter keeps one row, no new/removed."""
+    publish(watcher.store, RUNS[0], {"inferred_a.csv": b"m/old_coeff,m/x_coeff\n1.,2.\n"})
+    publish(watcher.store, RUNS[1], {"inferred_a.csv": b"m/new_coeff,m/x_coeff\n1.05,2.\n"})
+    renamings = tmp_path / "renamings"
+    renamings.write_text("# new,old\nm/new_coeff,m/old_coeff\n")
+    watcher.tick(renamings=renamings)
+    report = watcher.report(RUNS[1])
+    rows = [line.split(",")[0] for line in (report / "all.csv").read_text().splitlines()[1:]]
+    assert rows == ["m/new_coeff", "m/x_coeff"]
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["counts"]["new_parameters"] == summary["counts"]["removed_parameters"] == 0
+
+
+def test_new_and_missing_files_are_reported_as_such(watcher: Watcher) -> None:
+    """A new model file and a file missing from the newest run are named, not regressions."""
+    publish(
+        watcher.store,
+        RUNS[0],
+        {"inferred_a.csv": b"p_coeff\n1.\n", "inferred_gone.csv": b"q_coeff\n1.\n"},
+    )
+    publish(
+        watcher.store,
+        RUNS[1],
+        {"inferred_a.csv": b"p_coeff\n1.\n", "inferred_new.csv": b"r_coeff\n5.\n"},
+    )
+    outcome = watcher.tick()
+    assert outcome.exit_code == ExitCode.OK
+    summary = json.loads((watcher.report(RUNS[1]) / "summary.json").read_text())
+    assert summary["new_files"] == ["inferred_new.csv"]
+    assert summary["removed_files"] == ["inferred_gone.csv"]
+    assert summary["counts"]["regressions"] == 0
+
+
+BAD_FILES = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from(
+        [
+            b"",
+            b"a,b\n",
+            b"a,b\n1.\n",
+            b"a,b\n1.,x\n",
+            b"\xff\xfe\n1.\n",
+            b"a,a\n1.,2.\n",
+            b"a\n1.\n2.\n3.\n",
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bad=st.lists(BAD_FILES, min_size=1, max_size=3))
+def test_malformed_csvs_never_crash_a_tick_and_are_each_reported(
+    tmp_path_factory: pytest.TempPathFactory, bad: list[bytes]
+) -> None:
+    """Whatever the bad files hold, the tick reports each unreadable one and analyses the rest."""
+    watcher = Watcher(tmp_path_factory.mktemp("w"))
+    good = {"inferred_good.csv": b"g_coeff,g_const\n1.,20.\n"}
+    publish(watcher.store, RUNS[0], good)
+    newest = {**good, **{f"inferred_bad{i}.csv": data for i, data in enumerate(bad)}}
+    publish(watcher.store, RUNS[1], newest)
+    outcome = watcher.tick()
+    assert outcome.status == "reported"
+    summary = json.loads((watcher.report(RUNS[1]) / "summary.json").read_text())
+    reported = {p["file"] for p in summary["problems"]}
+    assert "inferred_good.csv" not in reported
+    from bench.snoop import SnoopFormatError, parse_inference_text
+
+    for i, data in enumerate(bad):
+        try:
+            parse_inference_text(data, Path("x"))
+        except SnoopFormatError:
+            assert f"inferred_bad{i}.csv" in reported
+    assert "g_coeff" in (watcher.report(RUNS[1]) / "all.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "point",
+    [f"deliver:{item}:{when}" for item in ITEMS for when in ("sending", "delivered")]
+    + ["report:analysed"],
+)
+def test_a_tick_killed_at_any_point_is_completed_by_the_next_without_duplicates(
+    tmp_path: Path, point: str
+) -> None:
+    """SIGKILL at each point of the report sequence; the next tick completes it exactly once."""
+    store = LocalStore(tmp_path / "store")
+    for run in RUNS:
+        publish(store, run, {"inferred_interpreter.csv": shared_input(run)})
+    env = clean_env(
+        BENCH_STORE_URL=(tmp_path / "store").as_uri(),
+        BENCH_WATCH_ROOT=str(tmp_path / "watch"),
+        BENCH_REFERENCE_ROOT=str(tmp_path),
+    )
+    command = [str(BIN / "watch_regressions"), "-q"]
+    killed = subprocess.run(
+        command,
+        env={**env, "BENCH_FAILPOINT": point},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert not (tmp_path / "watch" / "last_known_dir").exists()
+
+    resumed = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert resumed.returncode == ExitCode.REGRESSIONS, resumed.stderr
+    box = tmp_path / "watch" / "outbox"
+    delivered = [json.loads(p.read_text()) for p in sorted(box.glob("*.json"))]
+    keys = [d.get("title") or d["text"].splitlines()[0] for d in delivered]
+    assert len(keys) == len(set(keys)) == len(ITEMS), keys
+    journal = (tmp_path / "watch" / "reports" / RUNS[-1] / JOURNAL).read_text()
+    assert '"_report"' in journal
+    idle = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert idle.returncode == 0
+    assert len(list(box.glob("*.json"))) == len(ITEMS)
+
+
+def test_rerun_posts_the_report_again_on_purpose(watcher: Watcher) -> None:
+    """--rerun RUN re-analyses and re-delivers a report already delivered."""
+    for run in RUNS:
+        publish(watcher.store, run, {"inferred_interpreter.csv": shared_input(run)})
+    watcher.tick()
+    first = len(watcher.delivered())
+    outcome = watcher.tick(rerun=RUNS[-1])
+    assert outcome.status == "reported"
+    assert len(watcher.delivered()) == 2 * first
+    assert (watcher.root / "reports" / f"{RUNS[-1]}.rerun-1" / "all.csv").exists()
+
+
+def test_an_idle_tick_imports_neither_pandas_nor_matplotlib(tmp_path: Path) -> None:
+    """The nothing-new path stays light: no pandas, no matplotlib imported."""
+    store = LocalStore(tmp_path / "store")
+    publish(store, RUNS[0], {"inferred_a.csv": b"p_coeff\n1.\n"})
+    env = clean_env(
+        BENCH_STORE_URL=(tmp_path / "store").as_uri(),
+        BENCH_WATCH_ROOT=str(tmp_path / "watch"),
+        BENCH_REFERENCE_ROOT=str(tmp_path),
+    )
+    first = subprocess.run(
+        [str(BIN / "watch_regressions"), "-q"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr
+    idle = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench.cli.watch_regressions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert idle.returncode == 0, idle.stderr
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in idle.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "bench" in imported, "importtime output was parsed"
+    assert "pandas" not in imported and "matplotlib" not in imported
