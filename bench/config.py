@@ -54,6 +54,7 @@ class ReferenceSettings:
     upload_timeout: float
     kill_grace: float
     tail_lines: int
+    recover_crashed: bool
 
     @property
     def checkout_path(self) -> Path:
@@ -160,6 +161,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "upload_timeout": Key("seconds", 4 * 3600.0, "timeout of the upload step (s)"),
         "kill_grace": Key("seconds", 30.0, "SIGTERM-to-SIGKILL grace for a step's group (s)"),
         "tail_lines": Key("int", 20, "stderr lines quoted in a failure report"),
+        "recover_crashed": Key(
+            "bool", False, "recover a crashed run (bench-cleanup) before starting a new one"
+        ),
     },
     "store": {
         "url": Key("str", "", "s3://bucket/prefix or file:///path; empty: <root>/store"),
@@ -187,6 +191,7 @@ NON_SETTING_ENV = {
     "BENCH_VENV",
     "BENCH_HOME",
     "BENCH_FAILPOINT",
+    "BENCH_FAILPOINT_SIGNAL",
 }
 
 

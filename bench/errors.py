@@ -93,3 +93,22 @@ class InterruptedRun(BenchError):
     """SIGINT or SIGTERM arrived during a run."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+def describe_os_error(err: OSError, path: object = None) -> str:
+    """One line naming the cause of a file-system error and the fix, for the person on call."""
+    import errno
+
+    where = path if path is not None else (err.filename or "a file")
+    causes = {
+        errno.ENOSPC: f"no space left on the device holding {where}: free some space "
+        "(old runs in snoop_results/ can be archived elsewhere) and resume",
+        errno.EDQUOT: f"disk quota exceeded for {where}: free some space or raise the quota",
+        errno.EROFS: f"{where} is on a read-only file system: remount it read-write, or point "
+        "the configuration at a writable directory",
+        errno.EACCES: f"permission denied on {where}: give the service user write access "
+        "(chown/chmod), or point the configuration elsewhere",
+        errno.EPERM: f"operation not permitted on {where}: check its owner and permissions",
+        errno.ENOENT: f"{where} does not exist: check the path in the configuration",
+    }
+    return causes.get(err.errno or 0, f"{where}: {err.strerror or err}")

@@ -99,10 +99,14 @@ class WorkDir:
         """Create the work directory and ``snoop_results/``; fail clearly if it is unusable."""
         try:
             self.results.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
         except OSError as err:
+            from bench.errors import describe_os_error
+
             raise WorkDirError(
-                f"cannot create the work directory {self.results}: {err.strerror}",
-                hint="check reference.root and its permissions",
+                "cannot use the work directory: " + describe_os_error(err, self.root)
             ) from err
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise WorkDirError(

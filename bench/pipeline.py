@@ -31,7 +31,9 @@ from bench.errors import (
     GuardError,
     InterruptedRun,
     StepError,
+    describe_os_error,
 )
+from bench.failpoints import failpoint
 from bench.markers import State, WorkDir, atomic_write, create_exclusive
 from bench.notify import Notifier, render
 from bench.runs import RunId, make_run_name
@@ -152,28 +154,57 @@ def now_iso() -> str:
 # --- the entry point ----------
 
 
-def run(settings: Settings, *, notifier: Notifier, options: RunOptions | None = None) -> RunOutcome:
-    """Run the pipeline once under the lock; refusals are logged, reported and raised."""
+def run(
+    settings: Settings,
+    *,
+    notifier: Notifier,
+    options: RunOptions | None = None,
+    lock_held: bool = False,
+) -> RunOutcome:
+    """Run the pipeline once under the lock; refusals are logged, reported and raised.
+
+    ``lock_held``: the caller (bench-cleanup) already holds the work directory's lock.
+    """
     options = options or RunOptions()
     workdir = WorkDir(settings.reference.root)
     workdir.ensure()
     try:
-        with workdir.lock(), _signals_raise_interrupt():
+        with (
+            contextlib.nullcontext() if lock_held else workdir.lock(),
+            _signals_raise_interrupt(),
+        ):
             return _Run(settings, workdir, notifier, options).execute()
     except GuardError as err:
         _report_refusal(settings, workdir, notifier, err)
         raise
 
 
+REFUSAL_KEY = ".last_refusal"
+
+
 def _report_refusal(
     settings: Settings, workdir: WorkDir, notifier: Notifier, err: GuardError
 ) -> None:
+    """Every refusal goes to ``anomalies``; a report only once per distinct cause."""
     line = workdir.append_anomaly(err.message)
     log.error("%s", line)
     for clue in err.clues:
         log.error("  clue: %s", clue)
     if err.hint:
         log.error("  what to do: %s", err.hint)
+    try:
+        current = workdir.current_run_dir.read_text(encoding="utf-8").strip()
+    except OSError:
+        current = ""
+    key = f"{int(err.exit_code)}|{err.message}|{current}"
+    key_path = workdir.root / REFUSAL_KEY
+    try:
+        already = key_path.read_text(encoding="utf-8").strip() == key
+    except OSError:
+        already = False
+    if already:
+        log.info("this cause was already reported; not reporting it again (see anomalies)")
+        return
     notifier.send(
         render(
             "run_refused",
@@ -184,6 +215,8 @@ def _report_refusal(
             root=str(settings.reference.root),
         )
     )
+    with contextlib.suppress(OSError):
+        atomic_write(key_path, key + "\n")
 
 
 @contextlib.contextmanager
@@ -237,27 +270,37 @@ class _Run:
         self._tee_out: BinaryIO | None = None
         self._tee_err: BinaryIO | None = None
         self._upload_report: UploadReport | None = None
+        self._repository_url = self.ref.repository
 
     # --- orchestration ----------
 
     def execute(self) -> RunOutcome:
         state = self.wd.inspect(lock_free=True)
+        failpoint("run:locked")
         if self.options.resume is not None:
             self._prepare_resume(state.current_run)
-        elif state.state is State.CRASHED:
+        elif state.state is State.CRASHED and not self.ref.recover_crashed:
             raise GuardError(
                 "previous run crashed and was not cleaned up",
                 exit_code=ExitCode.GUARDED_CRASHED,
                 clues=state.clues,
-                hint=f"look at the clues, then move {self.wd.cron_res.name} and "
-                f"{self.wd.cron_res_errors.name} into the run directory and remove "
-                f"{self.wd.current_run_dir.name} (the seed's clean-up)",
+                hint="run `bench-cleanup` (it prints its plan first; `--dry-run` shows only "
+                "the plan); it archives or completes the crashed run",
             )
         else:
+            if state.state is State.CRASHED:
+                from bench.cleanup import cleanup
+
+                log.warning("previous run crashed: recovering it first (recover_crashed)")
+                log.warning("clues: %s", "; ".join(state.clues))
+                cleanup(self.settings, notifier=self.notifier, lock_held=True)
+                state = self.wd.inspect(lock_free=True)
             if state.state is State.FAILED and state.current_run is not None:
                 log.info("previous run %s failed; starting a new run", state.current_run)
             self._handle_leftovers(state.current_run if state.state is State.FAILED else None)
 
+        with contextlib.suppress(FileNotFoundError):
+            (self.wd.root / REFUSAL_KEY).unlink()
         with self._run_logs():
             self._send("run_started")
             try:
@@ -290,13 +333,15 @@ class _Run:
             self._save()
             return
         log.info("step %s: starting", name)
+        failpoint(f"step:{name}:start")
         try:
             getattr(self, "_do_" + name.replace("-", "_"))(record)
         except (StepFailed, InterruptedRun):
             raise
         except (BenchError, OSError, RuntimeError) as exc:
             # Raised around the supervised commands: naming the run, preparing the checkout.
-            self._end(record, "failed", message=str(exc))
+            message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            self._end(record, "failed", message=message)
             raise StepFailed from exc
         self._save()
 
@@ -347,6 +392,7 @@ class _Run:
                     target = self.run_dir / sub
                     log.info("moving %s -> %s", source, target)
                     _move(source, target)
+                    failpoint(f"collect:moved:{sub}")
             for sub in self.ref.results_subdirs:
                 count = sum(1 for p in (self.run_dir / sub).rglob("*") if p.is_file())
                 log.info("%s: %d files", sub, count)
@@ -377,6 +423,7 @@ class _Run:
                 ],
             )
             self._upload_report = report
+            failpoint("upload:after-success")
 
         self._in_process(record, ["upload", self.settings.store.url], upload)
 
@@ -386,7 +433,9 @@ class _Run:
             success = self.run_dir / "SUCCESS"
             if not success.exists():
                 create_exclusive(success, f"{os.getpid()}\n")
+            failpoint("finish:after-local-success")
             self.wd.promote_current_to_last()
+            failpoint("finish:after-promote")
             log.info("last_run_dir now names %s", self.run_id)
 
         self._in_process(record, ["write SUCCESS", "mv current_run_dir last_run_dir"], finish)
@@ -422,17 +471,17 @@ class _Run:
     def _create_run_dir(self, run_id: RunId) -> None:
         run_dir = self.wd.run_dir(run_id)
         self.wd.write_marker(self.wd.current_run_dir, run_id)
+        failpoint("run:named")
         run_dir.mkdir()  # exclusive: never an existing directory (we hold the lock)
-        create_exclusive(run_dir / "STARTED", f"{os.getpid()}\n")
-        (run_dir / "steps").mkdir()
+        # From here on the run owns this directory: a failure is recorded in it.
         self.run_id, self.run_dir = run_id, run_dir
         self.record.run = run_id.name
+        failpoint("run:dir-created")
+        create_exclusive(run_dir / "STARTED", f"{os.getpid()}\n")
+        failpoint("run:started")
+        (run_dir / "steps").mkdir(exist_ok=True)
         log.info("run %s: directory %s", run_id, run_dir)
-        # Output of the steps that ran before the run had a name.
-        if self.wd.staging.exists():
-            for path in sorted(self.wd.staging.iterdir()):
-                _move(path, run_dir / "steps" / path.name)
-            self.wd.staging.rmdir()
+        adopt_staging(self.wd, run_dir)
         self._save()
 
     # --- running commands ----------
@@ -444,8 +493,15 @@ class _Run:
             from bench.demo import ensure_demo_origin
 
             repository = str(ensure_demo_origin(self.ref.root / "demo-origin"))
+        self._repository_url = repository
         if not checkout.exists():
-            return [["git", "clone", "--branch", self.ref.branch, repository, str(checkout)]]
+            # Clone beside, then rename: a clone killed half-way never looks like a checkout.
+            partial = checkout.with_name(checkout.name + ".partial-clone")
+            return [
+                ["rm", "-rf", "--", str(partial)],
+                ["git", "clone", "--branch", self.ref.branch, repository, str(partial)],
+                ["mv", "-T", "--", str(partial), str(checkout)],
+            ]
         if not (checkout / ".git").exists():
             raise StepError(
                 f"the checkout {checkout} exists but is not a git repository",
@@ -507,6 +563,7 @@ class _Run:
                 def started(pgid: int) -> None:
                     record.pgid = pgid
                     self._save()
+                    failpoint(f"step:{record.name}:running")
 
                 try:
                     result = run_supervised(
@@ -541,9 +598,35 @@ class _Run:
             self._end(record, "timed_out", message=f"timed out after {timeout:.0f} s")
             raise StepFailed
         if not result.ok:
-            self._end(record, "failed", message=f"{result.describe()}: {_shell_quote(command)}")
+            last = _telling_line(tail(err_path, 20))
+            self._end(record, "failed", message=self._failure_line(record, result, command, last))
             raise StepFailed
         self._end(record, "ok")
+
+    def _failure_line(
+        self, record: StepRecord, result: ProcessResult, command: Any, last: str
+    ) -> str:
+        """One line: what failed, why (from the exit status and stderr), and the fix."""
+        said = f": {last}" if last else ""
+        if record.name == "update-checkout":
+            if "does not appear to be a git repository" in last or "No such remote" in last:
+                return (
+                    f"the checkout has no remote 'origin'{said}; fix: git -C "
+                    f"{self.ref.checkout_path} remote add origin {self._repository_url}"
+                )
+            return (
+                f"git failed ({result.describe()}){said}; check reference.repository "
+                f"({self._repository_url}), the branch {self.ref.branch!r} and the network"
+            )
+        key = f"reference.{record.name}_command"
+        if result.exit_code == 127:
+            return (
+                f"command not found (exit status 127){said}; install the tool on this host or "
+                f"fix {key}"
+            )
+        if result.exit_code == 126:
+            return f"command not executable (exit status 126){said}; fix its permissions or {key}"
+        return f"{result.describe()}: {_shell_quote(command)}"
 
     def _in_process(
         self, record: StepRecord, command: list[str], action: Callable[[], None]
@@ -562,7 +645,8 @@ class _Run:
             except InterruptedRun as exc:
                 status, message = "interrupted", exc.message
             except (BenchError, OSError) as exc:
-                status, message = "failed", str(exc)
+                status = "failed"
+                message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
                 log.error("step %s failed: %s", record.name, message)
                 log.debug("traceback (shown with -v):", exc_info=True)
         after = resource.getrusage(resource.RUSAGE_SELF)
@@ -603,6 +687,7 @@ class _Run:
         self._save()
         assert self.run_id is not None and self.run_dir is not None
         self._close_logs()
+        failpoint("run:logs-moved")
         if self.record.status == "partial":
             log.warning(
                 "run %s partial: steps not run: %s; `bench-run --resume` continues it",
@@ -634,6 +719,8 @@ class _Run:
         self.record.ended_at = now_iso()
         if self.run_id is None:
             self._name_failed_run()
+        if self.run_dir is not None:
+            adopt_staging(self.wd, self.run_dir)
         self._archive_results()
         self._save()
         self._close_logs()
@@ -826,6 +913,32 @@ class _Run:
 # --- helpers ----------
 
 
+def _telling_line(lines: list[str]) -> str:
+    """The line of a stderr tail that says most: the first `fatal:`/`error:`, else the last."""
+    stripped = [line.strip() for line in lines if line.strip()]
+    for line in stripped:
+        if line.lower().startswith(("fatal:", "error:", "error ")):
+            return line
+    return stripped[-1] if stripped else ""
+
+
+def adopt_staging(wd: WorkDir, run_dir: Path) -> None:
+    """Move the output of the steps that ran before the run had a name into its steps/."""
+    if not wd.staging.exists():
+        return
+    steps = run_dir / "steps"
+    steps.mkdir(parents=True, exist_ok=True)
+    for path in sorted(wd.staging.iterdir()):
+        target = steps / path.name
+        if target.exists():
+            with target.open("ab") as dst, path.open("rb") as src:
+                shutil.copyfileobj(src, dst)
+            path.unlink()
+        else:
+            _move(path, target)
+    wd.staging.rmdir()
+
+
 def _git(args: list[str], cwd: Path) -> str:
     try:
         done = subprocess.run(
@@ -959,7 +1072,11 @@ def plan(settings: Settings, options: RunOptions | None = None) -> list[str]:
             f"git -C {checkout} pull --ff-only origin {ref.branch}",
         ]
     else:
-        update = [f"git clone --branch {ref.branch} {repo} {checkout}"]
+        partial = f"{checkout}.partial-clone"
+        update = [
+            f"git clone --branch {ref.branch} {repo} {partial}",
+            f"mv -T {partial} {checkout}",
+        ]
     update.append(f"git -C {checkout} describe --always --dirty --long  -> the run name")
     step(1, "update-checkout", update)
 

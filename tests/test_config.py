@@ -102,6 +102,8 @@ def test_precedence_file_then_environment_then_flag(
     name = f"{section}.{key}"
     spec = SCHEMA[section][key]
     (file_value, env_text, flag_text), expected = SPECIAL_LAYERS.get(name, LAYERS[spec.kind])
+    if spec.kind == "bool" and spec.default is False:  # each layer must differ from the last
+        (file_value, env_text, flag_text), expected = (True, "no", "on"), (True, False, True)
     if spec.kind == "path":
         expected = (
             (conf_dir / file_value).resolve(),

@@ -416,8 +416,9 @@ def test_ensure_creates_snoop_results(tmp_path: Path) -> None:
 def test_ensure_on_a_file_is_a_workdir_error(tmp_path: Path) -> None:
     """A root that is a regular file gives a WorkDirError naming the path, not an OSError."""
     (tmp_path / "root").write_text("", encoding="utf-8")
-    with pytest.raises(WorkDirError, match="cannot create the work directory"):
+    with pytest.raises(WorkDirError, match="cannot use the work directory") as caught:
         WorkDir(tmp_path / "root").ensure()
+    assert str(tmp_path / "root") in str(caught.value)
 
 
 def test_run_dir_is_under_snoop_results(wd: WorkDir) -> None:

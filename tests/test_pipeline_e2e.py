@@ -235,13 +235,24 @@ def test_results_of_a_failed_benchmark_are_archived_into_its_run(host: Host) -> 
 
 
 def test_secrets_never_reach_the_benchmark_logs_or_reports(host: Host) -> None:
-    """SLACK_BOT_TOKEN and AWS keys are not passed to steps, nor written anywhere."""
+    """SLACK_BOT_TOKEN and AWS keys are not passed to steps, nor written anywhere; the run's
+    reports go to Slack (a local Web API server) without the token in any payload."""
+    from bench.testing.slackserver import SlackServer
+
     host.configure(benchmark_command="env; {python} snoop_demo.py --output _snoop")
     secret = "xoxb-0000-very-secret-token"
-    done = host.run(
-        "cronjob", env=clean_env(SLACK_BOT_TOKEN=secret, AWS_SECRET_ACCESS_KEY=secret + "aws")
-    )
-    assert done.returncode == 0, done.stderr
+    with SlackServer(token=secret) as slack:
+        env = clean_env(
+            SLACK_BOT_TOKEN=secret,
+            AWS_SECRET_ACCESS_KEY=secret + "aws",
+            SLACK_API_URL=slack.base_url,
+            BENCH_SLACK_CHANNEL="C123",
+        )
+        done = host.run("cronjob", env=env)
+        assert done.returncode == 0, done.stderr
+        posted = [m.text for m in slack.messages_in("C123")]
+        assert any("succeeded" in text for text in posted), posted
+        assert secret not in repr(slack.calls)
     assert secret not in done.stdout + done.stderr
     for path in host.root.rglob("*"):
         if path.is_file() and ".git" not in path.parts:
@@ -364,7 +375,8 @@ def test_dry_run_of_the_tezos_profile_prints_the_exact_plan(tmp_path: Path) -> N
     plan = done.stdout
     for expected in (
         "git clone --branch master https://gitlab.com/tezos/tezos.git "
-        f"{tmp_path}/tezos-benchmarks/tezos",
+        f"{tmp_path}/tezos-benchmarks/tezos.partial-clone",
+        f"mv -T {tmp_path}/tezos-benchmarks/tezos.partial-clone {tmp_path}/tezos-benchmarks/tezos",
         "make OPAMSOLVERTIMEOUT=0 build-dev-deps",
         "BLST_PORTABLE=y make",
         "dune exec tezt/snoop/main.exe -- --verbose",

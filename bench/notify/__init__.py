@@ -83,6 +83,8 @@ SEVERITY = {
     "run_succeeded": "success",
     "run_failed": "error",
     "run_refused": "warning",
+    "run_recovered": "success",
+    "run_archived": "warning",
 }
 
 

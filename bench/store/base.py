@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import StoreError
+from bench.failpoints import failpoint
 from bench.runs import RunId, is_run_name
 
 log = logging.getLogger(__name__)
@@ -205,11 +206,13 @@ class Store(abc.ABC):
         if report.skipped:
             log.info("%d of %d objects already in the store", report.skipped, len(planned))
         self._transfer(todo, report)
+        failpoint("upload:before-verify")
         if todo:  # with nothing sent, the listing above already verified every object
             present = self._run_objects(run)
         report.missing = [obj.key for obj in planned if not same(obj, present.get(obj.key))]
         if report.missing:
             raise UploadIncomplete(report)
+        failpoint("upload:before-success")
         self.put_bytes(complete_key(run, SUCCESS), success_text.encode())
         log.info(
             "uploaded %s: %d objects verified (%d sent, %d already there, %d bytes), SUCCESS last",
@@ -250,6 +253,10 @@ class Store(abc.ABC):
                         continue
                     report.sent += 1
                     report.bytes_sent += obj.size
+                    if report.sent == 1:
+                        failpoint("upload:after-first-put")
+                    if report.sent == len(todo) // 2:
+                        failpoint("upload:half")
                     now = time.monotonic()
                     if now - last_progress >= 5 or report.sent == len(todo):
                         last_progress = now

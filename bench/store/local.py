@@ -94,9 +94,10 @@ class LocalStore(Store):
         except OSError as err:
             with contextlib.suppress(OSError):  # its directory may be what failed
                 tmp.unlink(missing_ok=True)
+            from bench.errors import describe_os_error
+
             raise StoreError(
-                f"cannot write {target} in the local store: {err.strerror or err}",
-                hint="check the free space and permissions of the store directory",
+                "cannot write to the local store: " + describe_os_error(err, target)
             ) from err
 
     def list_dirs(self, prefix: str, *, start_after: str = "") -> list[str]:
