@@ -99,6 +99,14 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus: a textfile for node_exporter's collector, and `bench-metrics serve`."""
+
+    textfile_dir: Path | str
+    port: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a command needs, validated. ``sources`` says where each key came from."""
 
@@ -106,6 +114,7 @@ class Settings:
     store: StoreSettings
     watch: WatchSettings
     slack: SlackSettings
+    metrics: MetricsSettings
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -177,6 +186,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ref_dir": Key("str", "", "the reference run (REF_DIR); empty: first_dir"),
         "detector": Key("choice", "default", "alert rule", choices=("default", "legacy")),
         "renamings": Key("str", "", "file of new_name,old_name lines joining renamed parameters"),
+    },
+    "metrics": {
+        "textfile_dir": Key(
+            "path", "", "write *.prom files here after every run and tick (node_exporter)"
+        ),
+        "port": Key("int", 9108, "port of `bench-metrics serve`"),
     },
     "slack": {
         "channel": Key("str", "", "Slack channel id"),
@@ -290,6 +305,7 @@ def load_settings(
         store=StoreSettings(**values["store"]),
         watch=WatchSettings(**values["watch"]),
         slack=SlackSettings(**values["slack"]),
+        metrics=MetricsSettings(**values["metrics"]),
         config_file=file_path,
         sources=sources,
     )

@@ -78,6 +78,8 @@ def run_supervised(
     tee_stdout: BinaryIO | None = None,
     tee_stderr: BinaryIO | None = None,
     on_start: Callable[[int], None] | None = None,
+    heartbeat: float = 0.0,
+    on_heartbeat: Callable[[float, float, int], None] | None = None,
 ) -> ProcessResult:
     """Run ``command`` in its own process group and supervise it to the end.
 
@@ -126,8 +128,18 @@ def run_supervised(
         if on_start is not None:
             on_start(pgid)
         deadline = started + timeout
+        next_beat = started + heartbeat if heartbeat > 0 else float("inf")
         while not waiter.done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if on_heartbeat is not None and now >= next_beat:
+                next_beat = now + heartbeat
+                last = max(p.last_output for p in pumps)
+                on_heartbeat(
+                    now - started,
+                    now - last if last else now - started,
+                    sum(p.bytes for p in pumps),
+                )
+            if now >= deadline:
                 timed_out = True
                 log.warning("timeout after %.0f s: stopping process group %d", timeout, pgid)
                 _stop_group(pgid, waiter, grace)
@@ -259,6 +271,8 @@ class _Pump:
     def __init__(self, fd: int, sinks: list[BinaryIO | None]) -> None:
         self.fd = fd
         self.sinks = [s for s in sinks if s is not None]
+        self.last_output = 0.0  # monotonic time of the last chunk, 0 before any
+        self.bytes = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -270,6 +284,8 @@ class _Pump:
                 break
             if not chunk:
                 break
+            self.last_output = time.monotonic()
+            self.bytes += len(chunk)
             for sink in self.sinks:
                 try:
                     sink.write(chunk)

@@ -627,3 +627,26 @@ def test_tail_does_not_return_a_broken_utf8_character(tmp_path: Path) -> None:
     path.write_text(("é" * 50_000) + "\n" + "last line\n", encoding="utf-8")
     assert tail(path, 5)[-1] == "last line"
     assert all("\ufffd" not in line for line in tail(path, 5))
+
+
+def test_a_long_step_reports_its_progress_while_it_runs(tmp_path: Path) -> None:
+    """on_heartbeat is called periodically with the elapsed time, quiet time and output size."""
+    beats: list[tuple[float, float, int]] = []
+    script = "import sys, time\nprint('x' * 100, flush=True)\ntime.sleep(1.2)\n"
+    with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err:
+        result = run_supervised(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            timeout=60,
+            grace=1,
+            stdout=out,
+            stderr=err,
+            heartbeat=0.3,
+            on_heartbeat=lambda elapsed, quiet, size: beats.append((elapsed, quiet, size)),
+        )
+    assert result.ok
+    assert len(beats) >= 2
+    assert [b[0] for b in beats] == sorted(b[0] for b in beats)
+    assert beats[-1][2] >= 101, "the output seen so far is counted"
+    assert beats[-1][1] > 0.3, "the time since the last output grows while the child sleeps"
