@@ -71,8 +71,9 @@ def test_a_full_store_fails_the_upload_with_the_cause(
     monkeypatch.setattr(shutil, "copyfile", full)
     store = LocalStore(tmp_path / "store")
     with pytest.raises(StoreError) as caught:
-        store.upload_run(run_dir, parse_run_name("_snoop_20260101_2000_v1-0-gabc"),
-                         success_text="1\n")
+        store.upload_run(
+            run_dir, parse_run_name("_snoop_20260101_2000_v1-0-gabc"), success_text="1\n"
+        )
     assert "no space left" in str(caught.value)
 
 
