@@ -40,6 +40,8 @@ from bench.runs import InvalidRunName, RunId, parse_run_name
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
+#: The top plots of a report are attached to its Slack message as images.
+PLOTS_ATTACHED = 3
 SUMMARY = "summary.json"
 
 
@@ -367,6 +369,10 @@ def report_items(summary: dict[str, Any], report_dir: Path) -> Iterator[Item]:
     text, blocks = render_summary(summary)
     yield Item("summary", "message", text=text, blocks=blocks)
     run = summary["run"]
+    for n, plot in enumerate(summary.get("plots", [])[:PLOTS_ATTACHED], 1):
+        path = report_dir / plot
+        if path.is_file():
+            yield Item(f"plot:{n}", "file", path=path, title=f"{path.stem} ({run})")
     files = [
         ("alerts", "Alerts (gas_parameter_diff's rule)"),
         ("selected.csv", "CSV comparing all runs on parameters with an alert"),

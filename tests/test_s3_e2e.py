@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,14 @@ def test_upload_killed_half_way_is_resumed_without_resending(
     s3.on_request = count
     proc = host.popen("cronjob", env=s3_env())
     reap.append(proc)
-    assert half_way.wait(timeout=300), "the upload never got half way"
+    deadline = time.monotonic() + 600
+    while not half_way.wait(timeout=0.5):
+        if proc.poll() is not None:
+            pytest.fail(
+                f"cronjob ended (exit {proc.returncode}) before the upload got half "
+                f"way ({puts[0]} PUTs): {proc.stderr.read()[-3000:]}"
+            )
+        assert time.monotonic() < deadline, f"the upload never got half way ({puts[0]} PUTs)"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     s3.on_request = None
@@ -144,6 +152,10 @@ def test_upload_killed_half_way_is_resumed_without_resending(
         r.bytes_in
         for r in s3.requests
         if r.method == "PUT" and r.path.lstrip("/").partition("/")[2] in arrived
+    )
+    print(
+        f"\nresume: {sent_again} bytes sent again of {arrived_bytes} already arrived "
+        f"({len(arrived)} objects); {s3.bytes_received()} bytes sent in all on resume"
     )
     assert sent_again <= 0.05 * arrived_bytes, (sent_again, arrived_bytes)
     assert put_keys(s3.requests)[-1] == success

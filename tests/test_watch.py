@@ -27,9 +27,13 @@ RUNS = [
     "_snoop_20230321_2000_v16.0-rc1-1801-g2a3b4c5d6e",
     "_snoop_20230324_2000_v16.0-rc1-1850-g3b4c5d6e7f",
 ]
+#: What a report of the reference history delivers, in order (3 alerted parameters: 3 plots).
 ITEMS = [
     "analysing",
     "summary",
+    "plot:1",
+    "plot:2",
+    "plot:3",
     "file:alerts",
     "file:selected.csv",
     "file:all.csv",
@@ -127,14 +131,20 @@ def test_summary_words_direction_and_counts(watcher: Watcher) -> None:
 def test_a_report_is_delivered_once_in_order_and_later_ticks_post_nothing(
     watcher: Watcher,
 ) -> None:
-    """Analysing message, summary, then the five files; the next ticks deliver nothing."""
+    """Analysing message, summary, the top plots, then the five files; later ticks: nothing."""
     for run in RUNS:
         publish(watcher.store, run, {"inferred_interpreter.csv": shared_input(run)})
     watcher.tick()
     delivered = watcher.delivered()
-    assert [d["kind"] for d in delivered] == ["message", "message"] + ["file"] * 5
+    assert [d["kind"] for d in delivered] == ["message", "message"] + ["file"] * 8
     assert "I will look for regressions" in delivered[0]["text"]
-    assert [d["filename"] for d in delivered[2:]] == [
+    assert all(d["filename"].endswith(".png") for d in delivered[2:5])
+    report = watcher.report(RUNS[-1])
+    plots = json.loads((report / "summary.json").read_text())["plots"]
+    html = (report / "index.html").read_text()
+    assert plots and all(f'src="{plot}"' in html for plot in plots)
+    assert RUNS[-1] in (watcher.root / "reports" / "index.html").read_text()
+    assert [d["filename"] for d in delivered[5:]] == [
         "alerts",
         "selected.csv",
         "all.csv",

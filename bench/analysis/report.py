@@ -175,8 +175,39 @@ def analyse_run(
         parameters=sum(len(parsed[(run, n)].names) for n in newest_files if (run, n) in parsed),
         table_rows=_long_table_rows(parsed, history_runs),
     )
-    write_summary(report_dir, summary)
+    from bench.report import write_index, write_report
+
+    series = _series(alerts, parsed, sorted(set(history_runs) | {reference}), renamings)
+    html, plots = write_report(report_dir, summary, series)
+    summary["html"] = html.relative_to(report_dir).as_posix()
+    summary["plots"] = [p.relative_to(report_dir).as_posix() for p in plots]
+    write_summary(report_dir, summary)  # last: its presence means the report is complete
+    write_index(report_dir.parent)
     return summary
+
+
+def _series(
+    alerts: list[Alert],
+    parsed: dict[tuple[RunId, str], Any],
+    runs: list[RunId],
+    renamings: dict[str, str],
+) -> dict[tuple[str, str], list[tuple[str, float]]]:
+    """The history of every alerted parameter, for the plots."""
+    series: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for alert in alerts:
+        key = (alert.file, alert.parameter)
+        if key in series:
+            continue
+        points = []
+        for r in runs:
+            data = parsed.get((r, alert.file))
+            if data is None:
+                continue
+            values = dict(zip(_renamed(data.names, renamings), data.values, strict=True))
+            if alert.parameter in values:
+                points.append((r.name, values[alert.parameter]))
+        series[key] = points
+    return series
 
 
 def _pick(text: str, runs: list[RunId], what: str) -> RunId | None:

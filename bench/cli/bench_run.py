@@ -103,7 +103,12 @@ def execute(args: argparse.Namespace, *, options: object, notify: bool) -> int:
         print("\n".join(pipeline.plan(settings, opts)))
         return 0
     notifier = make_notifier(settings) if notify else NullNotifier()
-    outcome = pipeline.run(settings, notifier=notifier, options=opts)
+    try:
+        outcome = pipeline.run(settings, notifier=notifier, options=opts)
+    finally:  # after success, failure and refusal alike; the lock is released by now
+        from bench.metrics import after_run
+
+        after_run(settings)
     if outcome.status == "success":
         print(f"run {outcome.run} succeeded")
         print(f"results: {outcome.run_dir}")

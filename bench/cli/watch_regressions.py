@@ -78,7 +78,12 @@ def _run(args: argparse.Namespace) -> int:
     )
     from bench.notify import make_channel
 
-    outcome = tick(settings, store=store, channel=make_channel(settings), options=options)
+    try:
+        outcome = tick(settings, store=store, channel=make_channel(settings), options=options)
+    finally:
+        from bench.metrics import after_tick
+
+        after_tick(settings, store=store)
     if outcome.status == "reported" and outcome.report_dir is not None:
         print(f"reported {outcome.run}: {outcome.regressions} regression(s)")
         print(f"report: {outcome.report_dir}")
