@@ -393,3 +393,16 @@ def test_upload_completion_errors(slack: SlackServer) -> None:
     with pytest.raises(SlackApiError, match="file_already_completed"):
         bare.files_completeUploadExternal(files=[{"id": done}], channel_id=CHANNEL)
     assert [m.file_id for m in slack.messages] == [done]
+
+
+def test_an_empty_token_file_means_no_token_yet_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The installer's empty placeholder: no token (the outbox is used), with a warning."""
+    from bench.notify.slack import load_token
+
+    placeholder = tmp_path / "slack_token"
+    placeholder.write_text("\n")
+    placeholder.chmod(0o600)
+    assert load_token(environ={}, token_file=str(placeholder)) is None
+    assert str(placeholder) in caplog.text and "empty" in caplog.text
