@@ -32,7 +32,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.markers import State, WorkDir, atomic_write, create_exclusive
 from bench.notify import Notifier, render
-from bench.pipeline import adopt_staging
+from bench.pipeline import adopt_staging, append_or_move, free_name
 from bench.runs import RunId, make_run_name
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def make_plan(settings: Any) -> Plan:
         if source.exists():
             plan.add(
                 f"move {source} -> {run_dir}/{source.name}",
-                functools.partial(_append_move, source, run_dir / source.name),
+                functools.partial(append_or_move, source, run_dir / source.name),
             )
     collectable = plan.outcome == "recover" and status.get("collect") != "ok"
     for path in leftovers:
@@ -129,7 +129,7 @@ def make_plan(settings: Any) -> Plan:
                 _by_the_resumed_steps,
             )
         else:
-            target = _free(
+            target = free_name(
                 run_dir
                 / (path.name if not (run_dir / path.name).exists() else f"partial-{path.name}")
             )
@@ -286,24 +286,6 @@ def _kill(pgid: int) -> None:
 
     kill_group(pgid, signal.SIGKILL)
     _wait_group_gone(pgid)
-
-
-def _append_move(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        with target.open("ab") as dst, source.open("rb") as src:
-            shutil.copyfileobj(src, dst)
-        source.unlink()
-    else:
-        shutil.move(str(source), str(target))
-
-
-def _free(path: Path) -> Path:
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
 
 
 def _mark_failed(run_dir: Path, reason: str) -> None:

@@ -774,7 +774,7 @@ class _Run:
                 continue
             target = self.run_dir / sub
             if target.exists():
-                target = _free_name(self.run_dir / f"partial-{sub}")
+                target = free_name(self.run_dir / f"partial-{sub}")
             log.warning("archiving %s into the failed run: %s", source, target)
             with contextlib.suppress(OSError):
                 _move(source, target)
@@ -794,7 +794,7 @@ class _Run:
             for path in leftovers:
                 target = target_dir / path.name
                 if target.exists():
-                    target = _free_name(target_dir / f"leftover-{path.name}")
+                    target = free_name(target_dir / f"leftover-{path.name}")
                 log.warning("archiving leftover %s into the failed run %s", path, failed_run)
                 _move(path, target)
                 self.wd.append_anomaly(f"leftover {path} archived into {target}")
@@ -850,7 +850,7 @@ class _Run:
         if self.record.step("benchmark").status != "ok":
             for sub in self.ref.results_subdirs:
                 if (run_dir / sub).exists():
-                    _move(run_dir / sub, _free_name(run_dir / f"partial-{sub}"))
+                    _move(run_dir / sub, free_name(run_dir / f"partial-{sub}"))
         self.wd.write_marker(self.wd.current_run_dir, run_id)
         self.run_id, self.run_dir = run_id, run_dir
         log.info("resuming %s from step %s", run_id, _first_pending(self.record))
@@ -886,13 +886,7 @@ class _Run:
         if self.run_dir is None:
             return
         for source in (self.wd.cron_res, self.wd.cron_res_errors):
-            target = self.run_dir / source.name
-            if target.exists():
-                with target.open("ab") as dst, source.open("rb") as src:
-                    shutil.copyfileobj(src, dst)
-                source.unlink()
-            else:
-                _move(source, target)
+            append_or_move(source, self.run_dir / source.name)
 
     def _save(self) -> None:
         if self.run_dir is not None:
@@ -964,14 +958,19 @@ def adopt_staging(wd: WorkDir, run_dir: Path) -> None:
     steps = run_dir / "steps"
     steps.mkdir(parents=True, exist_ok=True)
     for path in sorted(wd.staging.iterdir()):
-        target = steps / path.name
-        if target.exists():
-            with target.open("ab") as dst, path.open("rb") as src:
-                shutil.copyfileobj(src, dst)
-            path.unlink()
-        else:
-            _move(path, target)
+        append_or_move(path, steps / path.name)
     wd.staging.rmdir()
+
+
+def append_or_move(source: Path, target: Path) -> None:
+    """Move a log into place; if the target exists (a resumed run), append to it instead."""
+    if target.exists():
+        with target.open("ab") as dst, source.open("rb") as src:
+            shutil.copyfileobj(src, dst)
+        source.unlink()
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _move(source, target)
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -1014,7 +1013,8 @@ def _move(source: Path, target: Path) -> None:
             source.unlink()
 
 
-def _free_name(base: Path) -> Path:
+def free_name(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``...: the first that does not exist."""
     candidate, n = base, 1
     while candidate.exists():
         n += 1

@@ -1,29 +1,4 @@
 #!/bin/sh
 # Cron entry point of the reference host: run the benchmarks once (`cronjob`).
-#
-# Works under cron's environment (no PATH to speak of, /bin/sh, no HOME config): it finds the
-# installation by itself, from its own location (<project>/.venv) or from BENCH_VENV, sets a
-# sane PATH and locale, and execs `cronjob` with the arguments it was given. Configuration
-# comes from BENCH_CONFIG (set it in the crontab) or the embedded demo defaults.
-# Exit status: that of `cronjob` (see README, "Exit codes"); 2 if no installation is found.
-set -u
-
-here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P) || exit 2
-project=$(dirname -- "$here")
-venv=${BENCH_VENV:-$project/.venv}
-exe=$venv/bin/cronjob
-
-if [ ! -x "$exe" ]; then
-    echo "cronjob.sh: no installation found: $exe is missing." >&2
-    echo "cronjob.sh: run '$project/dev setup', or set BENCH_VENV to the virtual environment." >&2
-    exit 2
-fi
-
-PATH=$venv/bin:/usr/local/bin:/usr/bin:/bin
-LANG=${LANG:-C.UTF-8}
-export PATH LANG
-umask 022
-
-# Without a configuration the work directory is the current one: use the project's.
-cd "$project" || exit 2
-exec "$exe" "$@"
+# See run-installed.sh: it finds the installation and works under cron's empty environment.
+exec /bin/sh "$(dirname -- "$0")/run-installed.sh" cronjob "$@"
