@@ -255,7 +255,7 @@ def _owner(
     n = 1
     while wd.run_dir(run).exists():
         n += 1
-        run = make_run_name(when, f"{describe}.{n}")
+        run = make_run_name(when, f"{describe}.{n:03d}")
     return run, "unnamed"
 
 

@@ -456,7 +456,7 @@ class _Run:
         run_id, n = make_run_name(self.started, describe), 1
         while self.wd.run_dir(run_id).exists():
             n += 1
-            run_id = make_run_name(self.started, f"{describe}.{n}")
+            run_id = make_run_name(self.started, f"{describe}.{n:03d}")
         if n > 1:
             log.warning("a run of the same minute and commit exists: this one is %s", run_id)
         return run_id

@@ -412,3 +412,12 @@ def test_help_documents_the_exit_codes() -> None:
         assert done.returncode == 0
         for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130"):
             assert f"\n  {code}" in done.stdout, (script, code)
+
+
+def test_runs_of_the_same_minute_and_commit_keep_sorting_in_time_order(host: Host) -> None:
+    """A dozen quick runs on one commit get names that sort in the order they ran."""
+    for _ in range(11):
+        assert host.run("cronjob", "-q").returncode == 0
+    by_time = sorted(host.run_dirs(), key=lambda d: (d / "STARTED").stat().st_mtime_ns)
+    assert [d.name for d in by_time] == sorted(d.name for d in by_time)
+    assert host.marker("last_run_dir") == by_time[-1].name
