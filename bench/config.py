@@ -117,6 +117,8 @@ class Settings:
     metrics: MetricsSettings
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: The file's ``[detect]`` table, validated by the detector (bench.analysis.detect).
+    detect: Mapping[str, Any] = field(default_factory=dict)
 
     def digest(self) -> str:
         """A short stable digest of the effective settings (recorded in run.json)."""
@@ -244,11 +246,12 @@ def load_settings(
     }
 
     file_path: Path | None = None
+    detect: dict[str, Any] = {}
     if config_path is None and env.get("BENCH_CONFIG"):
         config_path = env["BENCH_CONFIG"]
     if config_path is not None and str(config_path) != "":
         file_path = (here / Path(config_path).expanduser()).resolve()
-        _merge_file(raw, file_path)
+        detect = _merge_file(raw, file_path)
 
     for name, value in sorted(env.items()):
         if not name.startswith("BENCH_") or name in NON_SETTING_ENV:
@@ -308,10 +311,12 @@ def load_settings(
         metrics=MetricsSettings(**values["metrics"]),
         config_file=file_path,
         sources=sources,
+        detect=detect,
     )
 
 
-def _merge_file(raw: dict[str, dict[str, _Raw]], path: Path) -> None:
+def _merge_file(raw: dict[str, dict[str, _Raw]], path: Path) -> dict[str, Any]:
+    """Merge the file into ``raw``; return its ``[detect]`` table (the detector's own keys)."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -324,11 +329,14 @@ def _merge_file(raw: dict[str, dict[str, _Raw]], path: Path) -> None:
         raise ConfigError(f"configuration file {path} is not readable by this user") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"configuration file {path} is not valid TOML: {err}") from None
+    detect = data.pop("detect", {})
+    if not isinstance(detect, dict):
+        raise ConfigError(f"{path}: detect must be a table ([detect])")
     for section, table in data.items():
         if section not in SCHEMA:
             raise ConfigError(
                 f"{path}: unknown section [{section}]",
-                hint=f"allowed sections: {', '.join(SCHEMA)}",
+                hint=f"allowed sections: {', '.join(SCHEMA)}, detect",
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}])")
@@ -339,6 +347,7 @@ def _merge_file(raw: dict[str, dict[str, _Raw]], path: Path) -> None:
                     hint=f"allowed in [{section}]: {', '.join(SCHEMA[section])}",
                 )
             raw[section][key] = _Raw(value, str(path), path.parent)
+    return detect
 
 
 def _split_env_name(name: str) -> tuple[str | None, str]:

@@ -342,6 +342,11 @@ def _report(
     if advance:
         last = state.last_known()
         if last is None or run > last:
+            # The detector's memory of what was reported moves with last_known_dir: only
+            # once the report is delivered (a crash before re-analyses from the old state).
+            detector_state = report_dir / "detector_state.json"
+            if detector_state.exists():
+                atomic_write(state.root / detector_state.name, detector_state.read_text())
             state.set_last_known(run)
     regressions = int(summary.get("counts", {}).get("regressions", 0))
     log.info("report of %s delivered: %d regression(s)", run, regressions)

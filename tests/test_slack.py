@@ -330,6 +330,7 @@ def test_token_never_logged_nor_in_errors(
 ) -> None:
     """Through failures of every kind, at DEBUG level, the token appears in no log or error."""
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="slack_sdk")  # the CLI's setup quiets it otherwise
     client = make_client(TOKEN, base_url=slack.base_url, max_retries=1, timeout=5)
     notifier = SlackNotifier(client, CHANNEL, retries=1, backoff=0.01)
     errors: list[str] = []

@@ -61,13 +61,17 @@ def publish(store: LocalStore, run: str, files: dict[str, bytes], *, success: bo
 class Watcher:
     """A watcher host on a local store, ticking in-process."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, detector: str = "legacy") -> None:
         self.store = LocalStore(tmp / "store")
         self.root = tmp / "watch"
         self.settings = load_settings(
             environ={},
             cwd=tmp,
-            overrides=[f"store.url={(tmp / 'store').as_uri()}", f"watch.root={self.root}"],
+            overrides=[
+                f"store.url={(tmp / 'store').as_uri()}",
+                f"watch.root={self.root}",
+                f"watch.detector={detector}",
+            ],
         )
         self.outbox = OutboxNotifier(self.root / "outbox")
 
@@ -277,6 +281,7 @@ def test_a_tick_killed_at_any_point_is_completed_by_the_next_without_duplicates(
         BENCH_STORE_URL=(tmp_path / "store").as_uri(),
         BENCH_WATCH_ROOT=str(tmp_path / "watch"),
         BENCH_REFERENCE_ROOT=str(tmp_path),
+        BENCH_WATCH_DETECTOR="legacy",
     )
     command = [str(BIN / "watch_regressions"), "-q"]
     killed = subprocess.run(
@@ -353,3 +358,57 @@ def test_an_idle_tick_imports_neither_pandas_nor_matplotlib(tmp_path: Path) -> N
     }
     assert "bench" in imported, "importtime output was parsed"
     assert "pandas" not in imported and "matplotlib" not in imported
+
+
+def stable_history(runs: int, *, step_at: int | None = None) -> list[tuple[str, bytes]]:
+    """Runs of one file with 12 parameters and ~2% noise; ``step_at``: p03 up 60% from there."""
+    import random
+
+    rng = random.Random(5)
+    out = []
+    for i in range(runs):
+        name = f"_snoop_202601{1 + i // 2:02d}_{20 if i % 2 else 8:02d}00_v1.0-{i}-gabc{i:04d}"
+        values = []
+        for p in range(12):
+            level = (
+                100.0 * (p + 1) * (1.6 if step_at is not None and i >= step_at and p == 3 else 1.0)
+            )
+            values.append(level * (1 + rng.gauss(0, 0.02)))
+        header = ",".join(f"m/p{p:02d}_coeff" for p in range(12))
+        data = ",".join(f"{v:.6f}" for v in values)
+        out.append((name, f"{header}\n{data}\n".encode()))
+    return out
+
+
+def test_the_default_detector_reports_a_lasting_step_once(tmp_path: Path) -> None:
+    """One tick per new run, as under cron: a lasting 60% step in one parameter is reported
+    once (at its run or within 2 runs), with a reason; the runs after it report nothing."""
+    watcher = Watcher(tmp_path, detector="default")
+    history = stable_history(16, step_at=12)
+    for name, data in history[:12]:
+        publish(watcher.store, name, {"inferred_m.csv": data})
+    first = watcher.tick()
+    assert first.exit_code == ExitCode.OK
+    reported = []
+    for name, data in history[12:]:
+        publish(watcher.store, name, {"inferred_m.csv": data})
+        outcome = watcher.tick()
+        summary = json.loads((outcome.report_dir / "summary.json").read_text())
+        assert summary["detector"] == "default"
+        reported += [(name, c) for c in summary["changes"]]
+    assert [c["parameter"] for _, c in reported] == ["m/p03_coeff"], reported
+    at, change = reported[0]
+    assert at in [name for name, _ in history[12:15]], "within 2 runs of the step"
+    assert change["direction"] == "regression" and change["reason"] and change["score"] > 1
+    assert (watcher.root / "detector_state.json").exists()
+
+
+def test_the_default_detector_stays_quiet_on_noise(tmp_path: Path) -> None:
+    """No step: a stable noisy history gives no alert at its newest run."""
+    watcher = Watcher(tmp_path, detector="default")
+    for name, data in stable_history(14):
+        publish(watcher.store, name, {"inferred_m.csv": data})
+    outcome = watcher.tick()
+    assert outcome.exit_code == ExitCode.OK
+    summary = json.loads((outcome.report_dir / "summary.json").read_text())
+    assert summary["changes"] == []

@@ -161,19 +161,26 @@ def analyse_run(
         atomic_write(report_dir / filename, text)
 
     previous_files = {n for (r, n) in parsed if r == previous} if previous else set()
+    table = _long_table(parsed, sorted(set(history_runs) | {run}), renamings)
+    if settings.watch.detector == "default":
+        changes, events = _detect(settings, table, run, reference, report_dir, options)
+    else:
+        changes, events = _legacy_changes(alerts), []
     summary = _summary(
         run=run,
         first=first,
         reference=reference,
         previous=previous,
         history=history_runs,
-        alerts=alerts,
         reports=reports,
         new_files=sorted(set(newest_files) - previous_files) if previous else [],
         removed_files=sorted(previous_files - set(newest_files)),
         problems=problems,
         parameters=sum(len(parsed[(run, n)].names) for n in newest_files if (run, n) in parsed),
-        table_rows=_long_table_rows(parsed, history_runs),
+        table_rows=len(table),
+        changes=changes,
+        events=events,
+        detector=settings.watch.detector,
     )
     from bench.report import write_index, write_report
 
@@ -277,20 +284,94 @@ def _alerts(
     return found
 
 
-def _long_table_rows(parsed: dict[tuple[RunId, str], Any], runs: list[RunId]) -> int:
-    """The history as one long table (run, file, parameter, value): its size."""
+def _long_table(
+    parsed: dict[tuple[RunId, str], Any], runs: list[RunId], renamings: dict[str, str]
+) -> Any:
+    """The history as one long table: run, file, parameter, value (renamings applied)."""
     import pandas as pd
 
     wanted = set(runs)
     frames = [
-        pd.DataFrame({"run": r.name, "file": name, "parameter": data.names, "value": data.values})
+        pd.DataFrame(
+            {
+                "run": r.name,
+                "file": name,
+                "parameter": list(_renamed(data.names, renamings)),
+                "value": list(data.values),
+            }
+        )
         for (r, name), data in parsed.items()
         if r in wanted
     ]
     if not frames:
-        return 0
-    table = pd.concat(frames, ignore_index=True)
-    return len(table)
+        return pd.DataFrame(columns=["run", "file", "parameter", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+DETECTOR_STATE = "detector_state.json"
+
+
+def _detect(
+    settings: Any,
+    table: Any,
+    run: RunId,
+    reference: RunId,
+    report_dir: Path,
+    options: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The default detector at ``run``, from the state saved when the previous report was
+    delivered; the new state waits in the report directory until this one is delivered."""
+    from bench.analysis.detect import (
+        CHANGE_KINDS,
+        DetectorSettings,
+        DetectorState,
+        SettingsError,
+        detect_latest,
+        sort_alerts,
+    )
+
+    source = f"{settings.config_file or 'configuration'} [detect]"
+    try:
+        detector_settings = DetectorSettings.from_mapping(settings.detect, source=source)
+    except SettingsError as err:
+        raise ConfigError(str(err)) from None
+    state = None
+    saved = settings.watch.root / DETECTOR_STATE
+    if saved.exists() and not getattr(options, "rerun", None):
+        state = DetectorState.from_json(saved.read_text(encoding="utf-8"))
+        if state.last_run is not None and state.last_run >= run.name:
+            state = None  # an older run analysed again: judge it on its own history
+    found, new_state = detect_latest(
+        table, settings=detector_settings, state=state, run=run.name, reference=reference.name
+    )
+    atomic_write(report_dir / DETECTOR_STATE, new_state.to_json())
+    changes, events = [], []
+    for alert in sort_alerts(found):
+        data = alert.to_dict()
+        if alert.kind in CHANGE_KINDS or alert.kind == "run_shift":
+            magnitude = data["magnitude_pct"]
+            signed = math.inf if magnitude is None else magnitude
+            data["relative_pct"] = signed if alert.direction == "regression" else -signed
+            data["against"] = "its recent history"
+            changes.append(data)
+        elif alert.kind == "noisy_run":
+            events.append(data)
+    return changes, events
+
+
+def _legacy_changes(alerts: list[Alert]) -> list[dict[str, Any]]:
+    """The legacy rule's alerts, one per parameter (the larger change wins)."""
+    by_parameter: dict[tuple[str, str], Alert] = {}
+    for alert in alerts:
+        key = (alert.file, alert.parameter)
+        best = by_parameter.get(key)
+        if best is None or abs(alert.relative_pct) > abs(best.relative_pct):
+            by_parameter[key] = alert
+    distinct = sorted(
+        by_parameter.values(),
+        key=lambda a: (a.direction != "regression", -abs(a.relative_pct)),
+    )
+    return [_alert_dict(a) for a in distinct]
 
 
 def _summary(
@@ -300,25 +381,18 @@ def _summary(
     reference: RunId,
     previous: RunId | None,
     history: list[RunId],
-    alerts: list[Alert],
     reports: list[Any],
     new_files: list[str],
     removed_files: list[str],
     problems: list[dict[str, Any]],
     parameters: int,
     table_rows: int,
+    changes: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    detector: str,
 ) -> dict[str, Any]:
-    by_parameter: dict[tuple[str, str], Alert] = {}
-    for alert in alerts:  # one entry per parameter: the larger change wins
-        key = (alert.file, alert.parameter)
-        if key not in by_parameter or abs(alert.relative_pct) > abs(by_parameter[key].relative_pct):
-            by_parameter[key] = alert
-    distinct = sorted(
-        by_parameter.values(),
-        key=lambda a: (a.direction != "regression", -abs(a.relative_pct)),
-    )
-    regressions = [a for a in distinct if a.direction == "regression"]
-    improvements = [a for a in distinct if a.direction == "improvement"]
+    regressions = [c for c in changes if c["direction"] == "regression"]
+    improvements = [c for c in changes if c["direction"] == "improvement"]
     new_params: list[str] = []
     removed_params: list[str] = []
     for report in reports:
@@ -338,7 +412,7 @@ def _summary(
         "previous": previous.name if previous else None,
         "runs_in_history": len(history),
         "history_values": table_rows,
-        "detector": "legacy",
+        "detector": detector,
         "counts": {
             "files": len(reports),
             "parameters": parameters,
@@ -348,7 +422,8 @@ def _summary(
             "removed_parameters": len(removed_params),
             "unreadable_files": len(problems),
         },
-        "changes": [_alert_dict(a) for a in distinct],
+        "changes": changes,
+        "events": events,
         "new_parameters": new_params,
         "removed_parameters": removed_params,
         "new_files": new_files,
@@ -362,6 +437,9 @@ def _alert_dict(alert: Alert) -> dict[str, Any]:
         "file": alert.file,
         "parameter": alert.parameter,
         "direction": alert.direction,
+        "kind": "legacy",
+        "reason": "",
+        "score": None,
         "against": alert.against,
         "baseline_run": alert.baseline_run,
         "baseline": alert.baseline,
@@ -407,11 +485,13 @@ def _within_limits(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def fmt_pct(value: float) -> str:
+def fmt_pct(value: float | None) -> str:
+    if value is None:
+        return "?"
     if math.isinf(value):
         return "from 0"
     return f"{abs(value):.1f}%"
 
 
-def fmt_number(value: float) -> str:
-    return f"{value:.6g}"
+def fmt_number(value: float | None) -> str:
+    return "?" if value is None else f"{value:.6g}"

@@ -63,7 +63,9 @@ def _join_changes(changes: list[dict[str, Any]], word: str) -> str:
     from bench.analysis.report import fmt_number, fmt_pct
 
     return "\n".join(
-        f"• `{c['parameter']}` ({c['file']}) {word} {fmt_pct(c['relative_pct'])} vs "
+        f"• `{c['parameter']}` ({c['file']}): {c['reason']}"
+        if c.get("reason")
+        else f"• `{c['parameter']}` ({c['file']}) {word} {fmt_pct(c['relative_pct'])} vs "
         f"{c['against']}: {fmt_number(c['baseline'])} → {fmt_number(c['value'])}"
         for c in changes
     )

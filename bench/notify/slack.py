@@ -100,7 +100,8 @@ def load_token(*, environ: Mapping[str, str], token_file: str) -> str | None:
         # The installer's placeholder: no token yet. Runs must not stop for it; say so loudly.
         log.warning(
             "the Slack token file %s is empty: reports go to the outbox until the bot token "
-            "is written into it", path,
+            "is written into it",
+            path,
         )
         return None
     return token
