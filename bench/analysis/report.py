@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.history import apply_renamings, load_renamings
 from bench.errors import BenchError, ConfigError
 from bench.markers import atomic_write
 from bench.runs import InvalidRunName, RunId, parse_run_name
@@ -51,30 +52,6 @@ class Alert:
         if self.baseline == 0:
             return math.inf if self.value > 0 else -math.inf
         return 100.0 * (self.value - self.baseline) / abs(self.baseline)
-
-
-def load_renamings(path: Path | None) -> dict[str, str]:
-    """``new_name,old_name`` per line -> {old_name: new_name}; ``#`` comments allowed."""
-    if path is None:
-        return {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ConfigError(f"cannot read the renamings file {path}: {err.strerror}") from err
-    mapping: dict[str, str] = {}
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = [p.strip() for p in text.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError(
-                f"{path}:{number}: expected `new_name,old_name`, got {line!r}",
-                hint="one renaming per line, the new name first",
-            )
-        new, old = parts
-        mapping[old] = new
-    return mapping
 
 
 def analyse_run(
@@ -233,10 +210,7 @@ def _pick(text: str, runs: list[RunId], what: str) -> RunId | None:
 
 
 def _renamed(names: Iterable[str], renamings: dict[str, str]) -> tuple[str, ...]:
-    present = set(names)
-    return tuple(
-        renamings[n] if n in renamings and renamings[n] not in present else n for n in names
-    )
+    return tuple(apply_renamings(names, renamings))
 
 
 def _alerts(
