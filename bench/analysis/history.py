@@ -222,6 +222,7 @@ def _load_tree(
     # Names are interned as integer codes while reading: thousands of files, millions of values.
     file_codes: dict[str, int] = {}
     parameter_codes: dict[str, int] = {}
+    headers: dict[tuple[str, ...], np.ndarray] = {}
     run_column: list[np.ndarray] = []
     file_column: list[np.ndarray] = []
     parameter_column: list[np.ndarray] = []
@@ -237,18 +238,20 @@ def _load_tree(
                 continue
             if not data.names:
                 continue
-            names = apply_renamings(data.names, parameter_renamings)
-            count = len(names)
-            code = file_codes.setdefault(name, len(file_codes))
-            run_column.append(np.full(count, run_code, dtype=np.int32))
-            file_column.append(np.full(count, code, dtype=np.int32))
-            parameter_column.append(
-                np.fromiter(
+            count = len(data.names)
+            codes = headers.get(data.names)
+            if codes is None:  # a header not seen yet (most files repeat their header)
+                names = apply_renamings(data.names, parameter_renamings)
+                codes = np.fromiter(
                     (parameter_codes.setdefault(n, len(parameter_codes)) for n in names),
                     dtype=np.int32,
                     count=count,
                 )
-            )
+                headers[data.names] = codes
+            code = file_codes.setdefault(name, len(file_codes))
+            run_column.append(np.full(count, run_code, dtype=np.int32))
+            file_column.append(np.full(count, code, dtype=np.int32))
+            parameter_column.append(codes)
             values.append(np.asarray(data.values, dtype=np.float64))
 
     def categorical(codes: list[np.ndarray], categories: Iterable[str]) -> pd.Categorical:
