@@ -3,10 +3,16 @@
 moto's WSGI application runs behind a small middleware that records each request (method,
 path, bytes received, status) and can answer some requests with an error or after a delay,
 so that tests and benchmarks can count requests, measure bytes and exercise retries.
+
+A server in another process (``python -m bench.testing.s3server``) tells what it recorded at
+``GET /_requests?since=N``: ``{"count": <requests so far>, "requests": [[method, path, query,
+status], ...]}`` for the requests from the N-th on (0-based). That path is outside the S3
+namespace (a bucket name cannot start with ``_``) and is not itself recorded.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -134,6 +140,8 @@ class S3Server:
 
     def _middleware(self, app: Any) -> Callable[[Environ, Any], Iterable[bytes]]:
         def handle(environ: Environ, start_response: Any) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == REQUESTS_PATH:
+                return self._report(environ, start_response)
             request = Request(
                 method=environ["REQUEST_METHOD"],
                 path=environ.get("PATH_INFO", ""),
@@ -169,6 +177,28 @@ class S3Server:
 
         return handle
 
+    def _report(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
+        """``GET /_requests?since=N``: the request count, and the requests from the N-th on."""
+        from urllib.parse import parse_qs
+
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        try:
+            since = max(0, int(query.get("since", ["0"])[0]))
+        except ValueError:
+            since = 0
+        with self._lock:
+            count = len(self.requests)
+            rows = [[r.method, r.path, r.query, r.status] for r in self.requests[since:]]
+        body = json.dumps({"count": count, "requests": rows}).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+
+#: Where a server in another process reports its requests (see the module docstring).
+REQUESTS_PATH = "/_requests"
+
 
 def _drain(environ: Environ) -> None:
     """Read the request body so the client does not see a reset connection."""
@@ -190,6 +220,29 @@ class Window:
 
     def __iter__(self) -> Iterator[Request]:
         return iter(self.server.requests[self.start :])
+
+
+def remote_requests(endpoint: str, *, since: int = 0) -> tuple[int, list[Request]]:
+    """What the server at ``endpoint`` (another process) recorded: the count of requests so
+    far, and the requests from the ``since``-th on (bytes received are not reported: 0)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+    try:
+        connection.request("GET", f"{REQUESTS_PATH}?since={since}")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"{endpoint}{REQUESTS_PATH}: HTTP {response.status}")
+    data = json.loads(body)
+    rows = [
+        Request(method, path, query, 0, status) for method, path, query, status in data["requests"]
+    ]
+    return int(data["count"]), rows
 
 
 def main() -> None:
