@@ -15,6 +15,8 @@ Stdlib only and cheap per file: no regexes, no pandas.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def format_snoop_number(value: float) -> str:
 def read_inference_csv(path: Path) -> InferenceFile:
     """Read and parse ``path``; any problem, including an unreadable file, is a
     :class:`SnoopFormatError` (with ``line=None`` when the file could not be read)."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -110,8 +112,14 @@ def _trailing_empty(fields: list[str]) -> int:
     return count
 
 
+#: The ASCII characters ``str.strip()`` removes, but for the line ends (never inside a line).
+_ASCII_SPACES = " \t\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
 def _split_fields(line: str) -> tuple[list[str], bool]:
     """The stripped fields of ``line``, and whether stripping changed any of them."""
+    if line.isascii() and not any(space in line for space in _ASCII_SPACES):
+        return line.split(","), False  # nothing to strip (the usual case)
     fields = [field.strip() for field in line.split(",")]
     # Cheap check: the stripped fields plus the commas are as long as the line iff nothing
     # was stripped.
@@ -121,7 +129,7 @@ def _split_fields(line: str) -> tuple[list[str], bool]:
 
 def parse_inference_text(data: bytes, path: Path) -> InferenceFile:
     """Parse the bytes of an ``inferred_<model>.csv``; ``path`` is only used in messages."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     warnings: list[str] = []
 
     def fail(line: int | None, reason: str) -> SnoopFormatError:
@@ -205,30 +213,38 @@ def parse_inference_text(data: bytes, path: Path) -> InferenceFile:
     if len(names) != len(texts):
         raise fail(2, f"{len(names)} names but {len(texts)} values")
 
-    columns: dict[str, int] = {}
-    for column, name in enumerate(names, start=1):
-        if not name:
-            raise fail(1, f"empty parameter name in column {column}")
-        first = columns.setdefault(name, column)
-        if first != column:
-            raise fail(1, f"duplicate parameter name {name!r} (columns {first} and {column})")
+    if "" in names or len(set(names)) != len(names):
+        columns: dict[str, int] = {}
+        for column, name in enumerate(names, start=1):
+            if not name:
+                raise fail(1, f"empty parameter name in column {column}")
+            first = columns.setdefault(name, column)
+            if first != column:
+                raise fail(1, f"duplicate parameter name {name!r} (columns {first} and {column})")
 
-    values: list[float] = []
-    append = values.append
-    for column, (name, value_text) in enumerate(zip(names, texts, strict=True), start=1):
-        try:
-            # float() also takes "1_000" and non-ASCII digits, which snoop never writes.
-            if "_" in value_text or not value_text.isascii():
-                raise ValueError(value_text)
-            append(float(value_text))
-        except ValueError:
-            raise fail(
-                2, f"value {value_text!r} of parameter {name!r} (column {column}) is not a number"
-            ) from None
+    # float() also takes "1_000" and non-ASCII digits, which snoop never writes: a line with
+    # either is read value by value, to name the first such value.
+    values: list[float] | None = None
+    if "_" not in lines[1] and lines[1].isascii():
+        with contextlib.suppress(ValueError):
+            values = list(map(float, texts))
+    if values is None:
+        values = []
+        for column, (name, value_text) in enumerate(zip(names, texts, strict=True), start=1):
+            try:
+                if "_" in value_text or not value_text.isascii():
+                    raise ValueError(value_text)
+                values.append(float(value_text))
+            except ValueError:
+                raise fail(
+                    2,
+                    f"value {value_text!r} of parameter {name!r} (column {column}) is not a number",
+                ) from None
 
     return InferenceFile(
         path=path,
-        names=tuple(names),
+        # Interned: the same names recur in every run, and a history holds millions of them.
+        names=tuple(map(sys.intern, names)),
         texts=tuple(texts),
         values=tuple(values),
         warnings=tuple(warnings),

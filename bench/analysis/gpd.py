@@ -38,8 +38,9 @@ in ``selected.csv``, and file order (byte order instead of the shell's locale co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 #: The statistic columns that open every header line (the first cell is the names column).
 HEADER_CELLS = ("", "", "MIN", "MAX", "DIFF", "CHANGE (%)", "")
@@ -61,12 +62,19 @@ class Column:
     label: str  # the header cell, e.g. "input_csvs/<run>/inferred_interpreter.csv"
     names: tuple[str, ...]  # parameters in file order
     texts: tuple[str, ...]  # the values as written ("600.", "nan", ...)
+    #: ``float(text)`` of each text, when the caller has them already (an
+    #: :class:`~bench.snoop.InferenceFile`'s ``values``): they are not parsed again.
+    values: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # The tool refused (exit 1) two lines of different lengths; duplicate names made it
         # print the same row twice. Both are unreadable files: reject them with the reason.
         if len(self.names) != len(self.texts):
             raise ValueError(f"{self.label}: {len(self.names)} names but {len(self.texts)} values")
+        if self.values is not None and len(self.values) != len(self.texts):
+            raise ValueError(f"{self.label}: {len(self.texts)} texts but {len(self.values)} values")
+        if len(set(self.names)) == len(self.names):
+            return
         seen: set[str] = set()
         for name in self.names:
             if name in seen:
@@ -132,6 +140,46 @@ def gas_parameter_diff(columns: Sequence[Column]) -> Diff:
     """
     if not columns:
         raise ValueError("gas_parameter_diff needs at least one column")
+    header = _line([*HEADER_CELLS, *(column.label for column in reversed(columns))])
+    first = columns[0].names
+    if all(column.names == first for column in columns):
+        # The usual case, every run with the same parameters in the same order: one pass per
+        # column to parse its values, then the rows read by position (same table, faster).
+        rows, stderr = _aligned_rows(columns)
+    else:
+        rows, stderr = _rows(columns)
+    return Diff(csv=header + "".join(rows.values()), stderr=stderr, rows=rows, header=header)
+
+
+def _fold(values: Iterable[float | None]) -> tuple[float, float] | None:
+    """MIN and MAX as the tool folds them (OCaml's ``min``/``max`` in argument order, the
+    non-numbers skipped); None when there is no number."""
+    low: float | None = None
+    high: float | None = None
+    for value in values:
+        if value is None:
+            continue
+        low = value if low is None else _ocaml_min(low, value)
+        high = value if high is None else _ocaml_max(high, value)
+    return None if low is None or high is None else (low, high)
+
+
+def _stats(name: str, bounds: tuple[float, float] | None, stderr: list[str]) -> list[str]:
+    """The four statistic cells of a row (empty without numbers); appends its regression
+    line to ``stderr`` when it alerts."""
+    if bounds is None:
+        return ["", "", "", ""]
+    low, high = bounds
+    diff = high - low
+    divisor = _ocaml_max(abs(low), abs(high))
+    change = 0.0 if divisor == 0.0 else 100.0 * diff / divisor
+    if change > CHANGE_THRESHOLD and (not name.endswith(CONST_SUFFIXES) or diff > CONST_MIN_DIFF):
+        stderr.append(f"{_f(change)}{REGRESSION_MARKER}{name}.")
+    return [_f(low), _f(high), _f(diff), _f(change)]
+
+
+def _rows(columns: Sequence[Column]) -> tuple[dict[str, str], list[str]]:
+    """The table's rows and the stderr lines, for any columns."""
     lookups = [dict(zip(column.names, column.texts, strict=True)) for column in columns]
     names: list[str] = []
     seen: set[str] = set()
@@ -141,33 +189,13 @@ def gas_parameter_diff(columns: Sequence[Column]) -> Diff:
                 seen.add(name)
                 names.append(name)
 
-    header = _line([*HEADER_CELLS, *(column.label for column in reversed(columns))])
     rows: dict[str, str] = {}
     stderr: list[str] = []
     for name in names:
-        cells: list[str] = []
-        low: float | None = None
-        high: float | None = None
-        for lookup in lookups:
-            text = lookup.get(name)
-            cells.append("" if text is None else text)
-            value = None if text is None else _number(text)
-            if value is None:
-                continue
-            low = value if low is None else _ocaml_min(low, value)
-            high = value if high is None else _ocaml_max(high, value)
-        if low is None or high is None:
-            stats = ["", "", "", ""]
-        else:
-            diff = high - low
-            divisor = _ocaml_max(abs(low), abs(high))
-            change = 0.0 if divisor == 0.0 else 100.0 * diff / divisor
-            stats = [_f(low), _f(high), _f(diff), _f(change)]
-            if change > CHANGE_THRESHOLD and (
-                not name.endswith(CONST_SUFFIXES) or diff > CONST_MIN_DIFF
-            ):
-                stderr.append(f"{_f(change)}{REGRESSION_MARKER}{name}.")
-        rows[name] = _line([name, "", *stats, "", *reversed(cells)])
+        texts = [lookup.get(name) for lookup in lookups]
+        bounds = _fold(None if text is None else _number(text) for text in texts)
+        cells = ["" if text is None else text for text in reversed(texts)]
+        rows[name] = _line([name, "", *_stats(name, bounds, stderr), "", *cells])
 
     if len(lookups) >= 2:
         before_last, last = lookups[-2], lookups[-1]
@@ -176,8 +204,44 @@ def gas_parameter_diff(columns: Sequence[Column]) -> Diff:
                 stderr.append(f"{name} is removed.")
             elif name not in before_last and name in last:
                 stderr.append(f"{name} is new.")
+    return rows, stderr
 
-    return Diff(csv=header + "".join(rows.values()), stderr=stderr, rows=rows, header=header)
+
+def _numbers(column: Column) -> tuple[list[float | None], list[int]]:
+    """The values of a column's cells (None where not a number), and the positions of the
+    cells that are not numbers, or nan."""
+    try:
+        values: list[float | None] = list(
+            column.values if column.values is not None else map(float, column.texts)
+        )
+    except ValueError:
+        values = [_number(text) for text in column.texts]
+        return values, [i for i, v in enumerate(values) if v is None or math.isnan(v)]
+    if any(map(math.isnan, values)):  # type: ignore[arg-type]
+        return values, [i for i, v in enumerate(values) if math.isnan(v)]  # type: ignore[arg-type]
+    return values, []
+
+
+def _aligned_rows(columns: Sequence[Column]) -> tuple[dict[str, str], list[str]]:
+    """:func:`_rows` when every column has the same names in the same order.
+
+    In a row of numbers without nan, ``min``/``max`` give the OCaml fold's result (they differ
+    only on nan); the other rows take the fold. Every name is in both of the last two
+    columns: there is no removed or new line.
+    """
+    parsed = [_numbers(column) for column in columns]
+    folded = {i for _values, odd in parsed for i in odd}
+    by_row = zip(*(values for values, _odd in parsed), strict=True)
+    # The cells newest first, as the tool prints them.
+    cells_by_row = zip(*(column.texts for column in reversed(columns)), strict=True)
+    rows: dict[str, str] = {}
+    stderr: list[str] = []
+    for i, (name, values, cells) in enumerate(
+        zip(columns[0].names, by_row, cells_by_row, strict=True)
+    ):
+        bounds = _fold(values) if i in folded else (min(values), max(values))
+        rows[name] = f"{name},,{','.join(_stats(name, bounds, stderr))},,{','.join(cells)}\n"
+    return rows, stderr
 
 
 def legacy_alert_lines(diff: Diff) -> list[str]:
