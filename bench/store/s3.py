@@ -10,6 +10,7 @@ which :meth:`S3Store.checksum_of` recomputes with the same part size.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -28,8 +29,13 @@ _PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
 
 
 def make_client(*, endpoint_url: str = "", max_attempts: int = 8, max_workers: int = 16) -> Any:
-    """A boto3 S3 client: standard credential chain, adaptive retries, our endpoint if any."""
-    import boto3
+    """An S3 client: standard credential chain, adaptive retries, our endpoint if any.
+
+    It is botocore's client, the one boto3 wraps, made from a botocore session: boto3's own
+    import (with s3transfer) costs more than the watcher's idle tick itself, and the
+    transfers import it only when they run (:class:`S3Store`).
+    """
+    import botocore.session
     from botocore.config import Config
 
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -39,23 +45,29 @@ def make_client(*, endpoint_url: str = "", max_attempts: int = 8, max_workers: i
         connect_timeout=10,
         read_timeout=120,
     )
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint, config=config)
+    session = botocore.session.get_session()
+    return session.create_client("s3", endpoint_url=endpoint, config=config)
 
 
 class S3Store(Store):
     """A bucket prefix holding the runs (same keys as :class:`~bench.store.local.LocalStore`)."""
 
     def __init__(self, client: Any, bucket: str, prefix: str, *, max_workers: int = 16) -> None:
-        from boto3.s3.transfer import TransferConfig
-
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.max_workers = max_workers
+        #: Concurrent downloads when the watcher's cache fetches a run (RunCache).
+        self.download_workers = max_workers
         self.endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "") or "AWS"
-        self.transfer = TransferConfig(
+
+    @functools.cached_property
+    def transfer(self) -> Any:
+        """The managed transfers' settings (boto3's ``TransferConfig``, imported on first use)."""
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
             multipart_threshold=MULTIPART_CHUNK,
             multipart_chunksize=MULTIPART_CHUNK,
             max_concurrency=4,
@@ -102,8 +114,11 @@ class S3Store(Store):
         return names
 
     def put_file(self, key: str, path: Path) -> None:
-        with self._errors("PUT", key):
-            self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer)
+        from boto3.s3.transfer import S3Transfer
+
+        with self._errors("PUT", key), S3Transfer(self.client, self.transfer) as transfer:
+            # What boto3's ``client.upload_file`` does (a botocore client does not have it).
+            transfer.upload_file(str(path), self.bucket, self._key(key))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._errors("PUT", key):
@@ -112,8 +127,11 @@ class S3Store(Store):
     def get_file(self, key: str, dest: Path) -> None:
         tmp = dest.with_name(f".{dest.name}.partial{os.getpid()}")
         try:
-            with self._errors("GET", key):
-                self.client.download_file(self.bucket, self._key(key), str(tmp))
+            from boto3.s3.transfer import S3Transfer
+
+            with self._errors("GET", key), S3Transfer(self.client) as transfer:
+                # What boto3's ``client.download_file`` does (with its default settings).
+                transfer.download_file(self.bucket, self._key(key), str(tmp))
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(OSError):
