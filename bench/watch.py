@@ -5,6 +5,7 @@ State in ``<watch.root>/``::
     last_known_dir        the newest run fully reported (advanced only when its whole report
                           was delivered)
     cache/<run>/*.csv     the inference CSVs of every successful run (downloaded once)
+    cache/<run>/.digest.* the same CSVs parsed once (bench.analysis.digest)
     reports/<run>/        the report of a run: the comparison CSVs, alerts, summary.json,
                           and journal.jsonl, the delivery journal
     .lock                 one tick at a time

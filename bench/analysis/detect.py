@@ -461,16 +461,17 @@ def _factorize(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     import pandas as pd
 
     if isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.cat.codes.to_numpy().astype(np.int64)
+        # int32: millions of rows, and never that many names.
+        codes = column.cat.codes.to_numpy().astype(np.int32)
         categories = [str(c) for c in column.cat.categories]
         used = np.unique(codes[codes >= 0])
         names = [categories[i] for i in used]
         order = sorted(range(len(names)), key=names.__getitem__)
-        remap = np.full(len(categories) + 1, -1, dtype=np.int64)
+        remap = np.full(len(categories) + 1, -1, dtype=np.int32)
         remap[used[order]] = np.arange(len(order))
         return remap[codes], [names[i] for i in order]  # codes == -1 index the last slot
     codes, uniques = pd.factorize(column.astype("str"), sort=True, use_na_sentinel=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    return codes.astype(np.int32), [str(u) for u in uniques]
 
 
 class _Matrix:
@@ -494,10 +495,14 @@ class _Matrix:
         self.file_present[file_codes[keep], run_codes[keep]] = True
         ignored = np.array([bool(ignore(name)) for name in param_names] + [True], dtype=bool)
         keep &= ~ignored[param_codes]
-        run_codes, file_codes, param_codes = run_codes[keep], file_codes[keep], param_codes[keep]
-        values = values[keep]
-        key = file_codes * max(len(param_names), 1) + param_codes
+        if not keep.all():  # (the copies cost hundreds of MB on a large history: only if needed)
+            run_codes, file_codes = run_codes[keep], file_codes[keep]
+            param_codes, values = param_codes[keep], values[keep]
+        del keep
+        key = file_codes.astype(np.int64) * max(len(param_names), 1) + param_codes
+        del file_codes, param_codes
         series_codes, unique_keys = pd.factorize(key, sort=True)
+        del key
         unique_keys = np.asarray(unique_keys, dtype=np.int64)
         S = len(unique_keys)
         self.series_file = (unique_keys // max(len(param_names), 1)).astype(np.int64)
@@ -505,7 +510,11 @@ class _Matrix:
         self.params = [param_names[i] for i in series_param]
         self.values = np.full((S, T), np.nan)
         finite = np.isfinite(values)
-        self.values[series_codes[finite], run_codes[finite]] = values[finite]
+        if finite.all():
+            self.values[series_codes, run_codes] = values
+        else:
+            self.values[series_codes[finite], run_codes[finite]] = values[finite]
+        del values, finite
         self.present = np.zeros((S, T), dtype=bool)
         self.present[series_codes, run_codes] = True
         self.file_cum = np.zeros((F, T + 1), dtype=np.int64)

@@ -364,22 +364,33 @@ def compare_file(
     )
 
 
+def sections(report: FileReport) -> dict[str, str]:
+    """One file's sections of the old watcher's output files (see :func:`assemble`)."""
+    return {
+        "all.csv": report.all.csv,
+        "reference.csv": report.reference.csv if report.reference is not None else "",
+        "previous.csv": report.previous.csv if report.previous is not None else "",
+        "selected.csv": report.selected,
+        "alerts": report.alerts,
+    }
+
+
+#: The old watcher's output files, as :func:`assemble` returns them.
+OUTPUT_FILES = ("all.csv", "reference.csv", "previous.csv", "selected.csv", "alerts")
+
+
 def assemble(reports: Sequence[FileReport]) -> dict[str, str]:
     """The old watcher's output files from the per-file reports, files in byte order of name.
 
     Returns ``{"all.csv", "reference.csv", "previous.csv", "selected.csv", "alerts"}``: each the
-    concatenation of the per-file sections (each table with its own header line), "" when
-    empty. (The old script's shell globs sorted by locale collation; byte order is used here.)
+    concatenation of the per-file :func:`sections` (each table with its own header line), ""
+    when empty. (The old script's shell globs sorted by locale collation; byte order is used
+    here.)
     """
     ordered = sorted(reports, key=lambda report: report.name)
     names = [report.name for report in ordered]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"several reports for {', '.join(duplicates)}")
-    return {
-        "all.csv": "".join(r.all.csv for r in ordered),
-        "reference.csv": "".join(r.reference.csv for r in ordered if r.reference is not None),
-        "previous.csv": "".join(r.previous.csv for r in ordered if r.previous is not None),
-        "selected.csv": "".join(r.selected for r in ordered),
-        "alerts": "".join(r.alerts for r in ordered),
-    }
+    parts = [sections(report) for report in ordered]
+    return {filename: "".join(part[filename] for part in parts) for filename in OUTPUT_FILES}

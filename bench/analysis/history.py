@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError, ExitCode
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = [
     "COLUMNS",
     "HistoryError",
     "Problem",
+    "TableBuilder",
     "apply_renamings",
     "find_runs",
     "load_history",
@@ -208,68 +210,114 @@ def load_history(
     return _load_tree(find_runs(path), renamings)
 
 
+class TableBuilder:
+    """The long table, built piece by piece: one ``add`` per file of a run.
+
+    Names are interned as integer codes while adding (thousands of files, millions of values),
+    and each distinct header is renamed and coded once (most files repeat their header).
+    """
+
+    def __init__(self, runs: Iterable[str], renamings: Mapping[str, str]) -> None:
+        self.runs = list(runs)
+        self.renamings = renamings
+        self.file_codes: dict[str, int] = {}
+        self.parameter_codes: dict[str, int] = {}
+        self._headers: dict[tuple[str, ...], np.ndarray] = {}
+        self._columns: tuple[list[np.ndarray], ...] = ([], [], [], [])
+
+    def add(self, run_code: int, file: str, names: tuple[str, ...], values: np.ndarray) -> None:
+        """The values of ``file`` in the run ``self.runs[run_code]``, ``names`` as read."""
+        self.add_run(run_code, [(file, names)], values)
+
+    def add_run(
+        self, run_code: int, files: Sequence[tuple[str, tuple[str, ...]]], values: np.ndarray
+    ) -> None:
+        """Several files of the run ``self.runs[run_code]`` at once: ``files`` are ``(file,
+        names)`` in the order of their values in ``values``."""
+        import numpy as np
+
+        codes = [self._codes(names) for _file, names in files]
+        counts = [len(names) for _file, names in files]
+        total = sum(counts)
+        if total != len(values):
+            raise ValueError(f"{len(values)} values for {total} names")
+        if total == 0:
+            return
+        file_codes = [self.file_codes.setdefault(file, len(self.file_codes)) for file, _ in files]
+        run_column, file_column, parameter_column, value_column = self._columns
+        run_column.append(np.full(total, run_code, dtype=np.int32))
+        file_column.append(np.repeat(np.array(file_codes, dtype=np.int32), counts))
+        parameter_column.append(np.concatenate(codes))
+        value_column.append(np.asarray(values, dtype=np.float64))
+
+    def _codes(self, names: tuple[str, ...]) -> np.ndarray:
+        """The parameter codes of a header (renamed and coded once per distinct header)."""
+        import numpy as np
+
+        codes = self._headers.get(names)
+        if codes is None:
+            codes = np.fromiter(
+                (
+                    self.parameter_codes.setdefault(n, len(self.parameter_codes))
+                    for n in apply_renamings(names, self.renamings)
+                ),
+                dtype=np.int32,
+                count=len(names),
+            )
+            self._headers[names] = codes
+        return codes
+
+    def table(self) -> pd.DataFrame:
+        """The long table of everything added (names as categoricals); the builder is empty
+        afterwards."""
+        import numpy as np
+        import pandas as pd
+
+        def joined(pieces: list[np.ndarray], dtype: type) -> np.ndarray:
+            whole = np.concatenate(pieces) if pieces else np.empty(0, dtype=dtype)
+            pieces.clear()  # one column at a time in memory twice, not the whole table
+            return whole
+
+        def categorical(codes: list[np.ndarray], categories: Iterable[str]) -> pd.Categorical:
+            return pd.Categorical.from_codes(joined(codes, np.int32), categories=list(categories))
+
+        run_column, file_column, parameter_column, value_column = self._columns
+        return pd.DataFrame(
+            {
+                "run": categorical(run_column, self.runs),
+                "file": categorical(file_column, self.file_codes),
+                "parameter": categorical(parameter_column, self.parameter_codes),
+                "value": joined(value_column, np.float64),
+            }
+        )
+
+
 def _load_tree(
     runs: list[tuple[str, list[Path]]], renamings: Mapping[str, str]
 ) -> tuple[pd.DataFrame, list[Problem]]:
     import numpy as np
-    import pandas as pd
 
     from bench.snoop import SnoopFormatError, read_inference_csv
 
     file_renamings = {o: n for o, n in renamings.items() if o.endswith(".csv")}
     parameter_renamings = {o: n for o, n in renamings.items() if not o.endswith(".csv")}
     problems: list[Problem] = []
-    # Names are interned as integer codes while reading: thousands of files, millions of values.
-    file_codes: dict[str, int] = {}
-    parameter_codes: dict[str, int] = {}
-    headers: dict[tuple[str, ...], np.ndarray] = {}
-    run_column: list[np.ndarray] = []
-    file_column: list[np.ndarray] = []
-    parameter_column: list[np.ndarray] = []
-    values: list[np.ndarray] = []
+    builder = TableBuilder((run for run, _ in runs), parameter_renamings)
     for run_code, (run, files) in enumerate(runs):
         for csv_path in files:
-            name = file_renamings.get(csv_path.name, csv_path.name)
             try:
                 data = read_inference_csv(csv_path)
             except SnoopFormatError as err:
                 problems.append(Problem(run, csv_path.name, err.line, err.reason))
                 log.warning("unreadable, skipped: %s/%s: %s", run, csv_path.name, _where(err))
                 continue
-            if not data.names:
-                continue
-            count = len(data.names)
-            codes = headers.get(data.names)
-            if codes is None:  # a header not seen yet (most files repeat their header)
-                names = apply_renamings(data.names, parameter_renamings)
-                codes = np.fromiter(
-                    (parameter_codes.setdefault(n, len(parameter_codes)) for n in names),
-                    dtype=np.int32,
-                    count=count,
-                )
-                headers[data.names] = codes
-            code = file_codes.setdefault(name, len(file_codes))
-            run_column.append(np.full(count, run_code, dtype=np.int32))
-            file_column.append(np.full(count, code, dtype=np.int32))
-            parameter_column.append(codes)
-            values.append(np.asarray(data.values, dtype=np.float64))
-
-    def categorical(codes: list[np.ndarray], categories: Iterable[str]) -> pd.Categorical:
-        joined = np.concatenate(codes) if codes else np.empty(0, dtype=np.int32)
-        return pd.Categorical.from_codes(joined, categories=list(categories))
-
-    table = pd.DataFrame(
-        {
-            "run": categorical(run_column, (run for run, _ in runs)),
-            "file": categorical(file_column, file_codes),
-            "parameter": categorical(parameter_column, parameter_codes),
-            "value": np.concatenate(values) if values else np.empty(0, dtype=np.float64),
-        }
-    )
+            name = file_renamings.get(csv_path.name, csv_path.name)
+            builder.add(run_code, name, data.names, np.asarray(data.values, dtype=np.float64))
+    table = builder.table()
     log.info(
         "history: %d runs, %d files, %d values%s",
         len(runs),
-        len(file_codes),
+        len(builder.file_codes),
         len(table),
         f", {len(problems)} unreadable file(s)" if problems else "",
     )

@@ -1,7 +1,9 @@
 """The analysis of a new run: the history, the comparison CSVs, the alerts and a summary.
 
 The history is the inference CSVs of every successful run from FIRST_DIR on, read from the
-incremental cache into one long table (run, file, parameter, value). The comparison files are
+incremental cache, each run parsed once into its digest (``bench.analysis.digest``): the
+comparisons take a file's lines from each run's digest, the detector one long table (run,
+file, parameter, value) built from the digests' values. The comparison files are
 gas_parameter_diff's, assembled as the old watcher did (``bench.analysis.gpd``); the alerts
 follow the legacy rule (the default until a better detector lands). A file that cannot be read
 is listed in the summary with the run, the file, the line and the reason; every other file is
@@ -10,17 +12,20 @@ analysed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench.analysis.history import apply_renamings, load_renamings
 from bench.errors import BenchError, ConfigError
-from bench.markers import atomic_write
+from bench.markers import atomic_write, fsync_dir
 from bench.runs import InvalidRunName, RunId, parse_run_name
 
 log = logging.getLogger(__name__)
@@ -64,11 +69,11 @@ def analyse_run(
     options: Any,
 ) -> dict[str, Any]:
     """Analyse ``run`` against its history; write the report files; return the summary."""
-    from bench.analysis.gpd import Column, assemble, compare_file
-    from bench.snoop import SnoopFormatError, read_inference_csv
+    from bench.analysis.gpd import Diff, compare_file
     from bench.store.cache import RunCache
     from bench.watch import write_summary
 
+    started = time.perf_counter()
     cache = RunCache(store, cache_dir)
     listed = [r for r in store.list_runs() if r <= run]
     successful = [r for r in listed if cache.has(r) or store.has_success(r)]
@@ -82,6 +87,7 @@ def analyse_run(
             synced.files,
         )
 
+    synced_at = time.perf_counter()
     first = _pick(options.first_dir, successful, "FIRST_DIR") or successful[0]
     history_runs = [r for r in successful if r >= first]
     ref_explicit = bool(options.ref_dir)
@@ -94,51 +100,42 @@ def analyse_run(
         {"run": "", "file": key, "line": None, "reason": "refused key in the store"}
         for key in synced.rejected
     ]
-    parsed: dict[tuple[RunId, str], Any] = {}
     needed = set(history_runs) | {reference, run} | ({previous} if previous else set())
+    history = _History(cache, sorted(needed), renamings)
     for r in sorted(needed):
-        for path in sorted(cache.path(r).glob("*.csv")):
-            try:
-                parsed[(r, path.name)] = read_inference_csv(path)
-            except SnoopFormatError as err:
-                problems.append(
-                    {"run": r.name, "file": path.name, "line": err.line, "reason": err.reason}
-                )
-                log.warning("unreadable: %s", err)
+        for name, (line, reason) in sorted(history.digests[r].problems.items()):
+            problems.append({"run": r.name, "file": name, "line": line, "reason": reason})
+            where = f"{cache.path(r) / name}" + (f":{line}" if line is not None else "")
+            log.warning("unreadable: %s: %s", where, reason)
 
-    def column(r: RunId | None, name: str) -> Column | None:
-        if r is None or (r, name) not in parsed:
-            return None
-        data = parsed[(r, name)]
-        names = _renamed(data.names, renamings)
-        return Column(label=f"input_csvs/{r.name}/{name}", names=names, texts=data.texts)
-
-    newest_files = sorted(p.name for p in cache.path(run).glob("*.csv"))
+    newest_files = sorted(history.digests[run].files)
     reports = []
     alerts: list[Alert] = []
-    for name in newest_files:
-        newest = column(run, name)
-        if newest is None:
-            continue  # unreadable: listed in problems
-        report = compare_file(
-            name,
-            history=[c for c in (column(r, name) for r in history_runs) if c is not None],
-            newest=newest,
-            reference=column(reference, name),
-            previous=column(previous, name),
-            ref_explicit=ref_explicit,
-            newest_run=run.name,
-            reference_run=reference.name if reference != run else None,
-            previous_run=previous.name if previous else None,
-        )
-        reports.append(report)
-        alerts += _alerts(report, name, parsed, run, reference, previous, renamings)
+    with _Outputs(report_dir) as outputs:
+        for name in newest_files:
+            report = compare_file(
+                name,
+                history=[
+                    c for c in (history.column(r, name) for r in history_runs) if c is not None
+                ],
+                newest=history.column(run, name),
+                reference=history.column(reference, name),
+                previous=history.column(previous, name),
+                ref_explicit=ref_explicit,
+                newest_run=run.name,
+                reference_run=reference.name if reference != run else None,
+                previous_run=previous.name if previous else None,
+            )
+            outputs.write(report)
+            # The ``all`` table (a column per run of the history) is on disk now: let it go.
+            reports.append(replace(report, all=Diff("", [], {}, report.all.header)))
+            alerts += _alerts(report, name, history, run, reference, previous)
 
-    for filename, text in assemble(reports).items():
-        atomic_write(report_dir / filename, text)
-
-    previous_files = {n for (r, n) in parsed if r == previous} if previous else set()
-    table = _long_table(parsed, sorted(set(history_runs) | {run}), renamings)
+    previous_files = set(history.digests[previous].files) if previous else set()
+    parameters = sum(len(history.names(run, n)) for n in newest_files)
+    series = _series(alerts, history, sorted(set(history_runs) | {reference}))
+    table = history.table(sorted(set(history_runs) | {run}))
+    del history  # the detector's arrays come next: the digests are no longer needed
     if settings.watch.detector == "default":
         changes, events = _detect(settings, table, run, reference, report_dir, options)
     else:
@@ -153,28 +150,149 @@ def analyse_run(
         new_files=sorted(set(newest_files) - previous_files) if previous else [],
         removed_files=sorted(previous_files - set(newest_files)),
         problems=problems,
-        parameters=sum(len(parsed[(run, n)].names) for n in newest_files if (run, n) in parsed),
+        parameters=parameters,
         table_rows=len(table),
         changes=changes,
         events=events,
         detector=settings.watch.detector,
     )
+    del table
     from bench.report import write_index, write_report
 
-    series = _series(alerts, parsed, sorted(set(history_runs) | {reference}), renamings)
+    analysed_at = time.perf_counter()
     html, plots = write_report(report_dir, summary, series)
     summary["html"] = html.relative_to(report_dir).as_posix()
     summary["plots"] = [p.relative_to(report_dir).as_posix() for p in plots]
+    rendered_at = time.perf_counter()
+    summary["seconds"] = {
+        "sync": round(synced_at - started, 3),
+        "analysis": round(analysed_at - synced_at, 3),
+        "render": round(rendered_at - analysed_at, 3),
+    }
+    log.info(
+        "analysed %s: %d files, %d values of %d runs in %.1f s (cache sync %.1f s); "
+        "page and %d plot(s) in %.1f s",
+        run,
+        len(reports),
+        summary["history_values"],
+        len(history_runs),
+        analysed_at - synced_at,
+        synced_at - started,
+        len(plots),
+        rendered_at - analysed_at,
+    )
     write_summary(report_dir, summary)  # last: its presence means the report is complete
     write_index(report_dir.parent)
     return summary
 
 
+class _History:
+    """The CSVs of the runs an analysis reads, from their digests, with the renamings applied
+    to the parameter names."""
+
+    def __init__(self, cache: Any, runs: list[RunId], renamings: dict[str, str]) -> None:
+        from bench.analysis.digest import load_digest
+
+        self.digests = {r: load_digest(cache.path(r)) for r in runs}
+        self.renamings = renamings
+        self._renamed: dict[str, tuple[str, ...]] = {}  # names line -> renamed names
+        self._headers: dict[str, tuple[str, ...]] = {}  # names line -> names as read
+
+    def has(self, r: RunId | None, file: str) -> bool:
+        return r is not None and file in self.digests[r].files
+
+    def names(self, r: RunId, file: str) -> tuple[str, ...]:
+        """The parameters of ``file`` in ``r`` (renamed), in file order."""
+        line = self.digests[r].files[file][0]
+        names = self._renamed.get(line)
+        if names is None:
+            names = self._renamed[line] = _renamed(self._header(line), self.renamings)
+        return names
+
+    def column(self, r: RunId | None, file: str) -> Any:
+        """``file`` of ``r`` as a gas_parameter_diff column; None when ``r`` lacks it."""
+        from bench.analysis.gpd import Column
+
+        if r is None or not self.has(r, file):
+            return None
+        digest = self.digests[r]
+        return Column(
+            label=f"input_csvs/{r.name}/{file}",
+            names=self.names(r, file),
+            texts=digest.texts(file),
+            values=tuple(digest.numbers(file).tolist()),
+        )
+
+    def values(self, r: RunId | None, file: str) -> dict[str, float]:
+        """``{parameter: value}`` of ``file`` in ``r`` (empty when ``r`` lacks it)."""
+        if r is None or not self.has(r, file):
+            return {}
+        numbers = self.digests[r].numbers(file).tolist()
+        return dict(zip(self.names(r, file), numbers, strict=True))
+
+    def table(self, runs: list[RunId]) -> Any:
+        """The long table (run, file, parameter, value) of ``runs``, for the detector."""
+        from bench.analysis.history import TableBuilder
+
+        builder = TableBuilder((r.name for r in runs), self.renamings)
+        for code, r in enumerate(runs):
+            digest = self.digests[r]
+            files = [(file, self._header(line)) for file, (line, _texts) in digest.files.items()]
+            builder.add_run(code, files, digest.values)
+        return builder.table()
+
+    def _header(self, line: str) -> tuple[str, ...]:
+        """The names of a names line as read (one tuple per distinct line)."""
+        names = self._headers.get(line)
+        if names is None:
+            names = self._headers[line] = tuple(line.split(",")) if line else ()
+        return names
+
+
+class _Outputs:
+    """The old watcher's output files, written a file's sections at a time (the ``all`` table
+    of a large history is tens of MB) and renamed into place when every file was written."""
+
+    def __init__(self, report_dir: Path) -> None:
+        from bench.analysis.gpd import OUTPUT_FILES
+
+        self.paths = {name: report_dir / name for name in OUTPUT_FILES}
+        self.tmps = {
+            name: path.with_name(f".{path.name}.tmp{os.getpid()}")
+            for name, path in self.paths.items()
+        }
+        self.handles: dict[str, Any] = {}
+
+    def __enter__(self) -> _Outputs:
+        for name, tmp in self.tmps.items():
+            self.handles[name] = tmp.open("w", encoding="utf-8")
+        return self
+
+    def write(self, report: Any) -> None:
+        from bench.analysis.gpd import sections
+
+        for name, text in sections(report).items():
+            self.handles[name].write(text)
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        try:
+            for handle in self.handles.values():
+                if kind is None:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                handle.close()
+            if kind is None:
+                for name, tmp in self.tmps.items():
+                    os.replace(tmp, self.paths[name])
+                fsync_dir(next(iter(self.paths.values())).parent)
+        finally:
+            for tmp in self.tmps.values():
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
 def _series(
-    alerts: list[Alert],
-    parsed: dict[tuple[RunId, str], Any],
-    runs: list[RunId],
-    renamings: dict[str, str],
+    alerts: list[Alert], history: _History, runs: list[RunId]
 ) -> dict[tuple[str, str], list[tuple[str, float]]]:
     """The history of every alerted parameter, for the plots."""
     series: dict[tuple[str, str], list[tuple[str, float]]] = {}
@@ -184,10 +302,7 @@ def _series(
             continue
         points = []
         for r in runs:
-            data = parsed.get((r, alert.file))
-            if data is None:
-                continue
-            values = dict(zip(_renamed(data.names, renamings), data.values, strict=True))
+            values = history.values(r, alert.file)
             if alert.parameter in values:
                 points.append((r.name, values[alert.parameter]))
         series[key] = points
@@ -216,21 +331,14 @@ def _renamed(names: Iterable[str], renamings: dict[str, str]) -> tuple[str, ...]
 def _alerts(
     report: Any,
     name: str,
-    parsed: dict[tuple[RunId, str], Any],
+    history: _History,
     run: RunId,
     reference: RunId,
     previous: RunId | None,
-    renamings: dict[str, str],
 ) -> list[Alert]:
     from bench.analysis.gpd import legacy_alert_lines, regression_name
 
-    def values(r: RunId | None) -> dict[str, float]:
-        if r is None or (r, name) not in parsed:
-            return {}
-        data = parsed[(r, name)]
-        return dict(zip(_renamed(data.names, renamings), data.values, strict=True))
-
-    newest = values(run)
+    newest = history.values(run, name)
     found = []
     for against, base_run, diff in (
         ("reference", reference, report.reference),
@@ -238,7 +346,7 @@ def _alerts(
     ):
         if diff is None or base_run is None:
             continue
-        base = values(base_run)
+        base = history.values(base_run, name)
         for line in legacy_alert_lines(diff):
             parameter = regression_name(line) if "%" in line else None
             if parameter is None or parameter not in base or parameter not in newest:
@@ -256,30 +364,6 @@ def _alerts(
                 )
             )
     return found
-
-
-def _long_table(
-    parsed: dict[tuple[RunId, str], Any], runs: list[RunId], renamings: dict[str, str]
-) -> Any:
-    """The history as one long table: run, file, parameter, value (renamings applied)."""
-    import pandas as pd
-
-    wanted = set(runs)
-    frames = [
-        pd.DataFrame(
-            {
-                "run": r.name,
-                "file": name,
-                "parameter": list(_renamed(data.names, renamings)),
-                "value": list(data.values),
-            }
-        )
-        for (r, name), data in parsed.items()
-        if r in wanted
-    ]
-    if not frames:
-        return pd.DataFrame(columns=["run", "file", "parameter", "value"])
-    return pd.concat(frames, ignore_index=True)
 
 
 DETECTOR_STATE = "detector_state.json"
