@@ -108,4 +108,6 @@ def test_digest_that_cannot_be_saved_is_still_given(
         digest = load_digest(run)
     assert "could not save" in caplog.text
     assert digest.files == parse_run(run).files
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == sorted([DIGEST, VALUES])
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == sorted(
+        [DIGEST, VALUES]
+    )

@@ -18,16 +18,14 @@ on with what it parsed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.markers import atomic_write, fsync_dir
+from bench.markers import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -153,19 +151,7 @@ def load_digest(directory: Path) -> Digest:
 
 def save(directory: Path, digest: Digest) -> None:
     """Write the digest: the values first, then the JSON, whose presence says both are whole."""
-    values = directory / VALUES
-    tmp = values.with_name(f".{values.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as fh:
-            digest.values.tofile(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, values)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(directory)
+    atomic_write(directory / VALUES, digest.values.tobytes())
     text = json.dumps(
         {
             "format": FORMAT,
