@@ -396,6 +396,42 @@ def test_upload_completion_errors(slack: SlackServer) -> None:
     assert [m.file_id for m in slack.messages] == [done]
 
 
+def test_make_channel_checks_the_token_at_once_and_makes_the_client_on_first_use(
+    slack: SlackServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """make_channel reads the token and checks the channel when called (the same errors as
+    before); slack-sdk's client is made on the first delivery (an idle tick never pays for
+    it), then reused."""
+    from types import SimpleNamespace
+
+    from bench.errors import ConfigError
+    from bench.notify import LazySlackChannel, make_channel
+
+    def settings(token_file: str = "", channel: str = CHANNEL) -> SimpleNamespace:
+        return SimpleNamespace(
+            slack=SimpleNamespace(token_file=token_file, channel=channel),
+            watch=SimpleNamespace(root=tmp_path),
+        )
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.base_url)
+    channel = make_channel(settings())
+    assert isinstance(channel, LazySlackChannel) and channel._notifier is None
+    assert TOKEN not in repr(channel)
+    assert slack.calls == []
+    ts = channel.post("hello", metadata=METADATA)
+    notifier = channel._notifier
+    assert channel.find_posted(PAYLOAD["delivery"]) == ts
+    assert channel._notifier is notifier
+    assert [m.text for m in slack.messages] == ["hello"]
+
+    with pytest.raises(ConfigError, match=r"slack\.channel is empty"):
+        make_channel(settings(channel=""))
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    with pytest.raises(NotifyError, match="does not exist"):
+        make_channel(settings(token_file=str(tmp_path / "no-token-file")))
+
+
 def test_an_empty_token_file_means_no_token_yet_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

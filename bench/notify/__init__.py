@@ -13,9 +13,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.errors import NotifyError
+
+if TYPE_CHECKING:
+    from bench.notify.slack import SlackNotifier
 
 log = logging.getLogger(__name__)
 
@@ -224,13 +227,14 @@ def make_notifier(settings: Any) -> Notifier:
 
 def make_channel(settings: Any, *, outbox: Path | None = None) -> Any:
     """Slack when a token is configured (``SLACK_BOT_TOKEN`` or ``slack.token_file``), else
-    the outbox (by default the watcher's, ``<watch.root>/outbox``)."""
-    from bench.notify.slack import load_token
+    the outbox (by default the watcher's, ``<watch.root>/outbox``).
+
+    The token and the channel are checked here; slack-sdk is imported, and its client made,
+    only when something is delivered (:class:`LazySlackChannel`)."""
+    from bench.notify.slack_token import load_token
 
     token = load_token(environ=os.environ, token_file=settings.slack.token_file)
     if token:
-        from bench.notify.slack import SlackChannel, make_client
-
         if not settings.slack.channel:
             from bench.errors import ConfigError
 
@@ -238,7 +242,52 @@ def make_channel(settings: Any, *, outbox: Path | None = None) -> Any:
                 "a Slack token is configured but slack.channel is empty",
                 hint="set slack.channel (or BENCH_SLACK_CHANNEL) to the channel id",
             )
-        return SlackChannel(make_client(token), settings.slack.channel)
+        return LazySlackChannel(token, settings.slack.channel)
     outbox = outbox or settings.watch.root / "outbox"
     log.info("no Slack token: reports go to the outbox %s", outbox)
     return OutboxNotifier(outbox)
+
+
+class LazySlackChannel:
+    """A :class:`~bench.notify.slack.SlackNotifier` made on first use.
+
+    slack-sdk's import is about 50 ms of the watcher's idle tick (measured), which delivers
+    nothing: it is paid only by a tick or a run that posts.
+    """
+
+    def __init__(self, token: str, channel: str) -> None:
+        self._token = token
+        self.channel = channel
+        self._notifier: SlackNotifier | None = None
+
+    def __repr__(self) -> str:  # never the token
+        return f"LazySlackChannel({self.channel!r})"
+
+    @property
+    def notifier(self) -> SlackNotifier:
+        """The notifier (slack-sdk imported and its ``WebClient`` made now, once)."""
+        if self._notifier is None:
+            from bench.notify.slack import SlackChannel, make_client
+
+            self._notifier = SlackChannel(make_client(self._token), self.channel)
+        return self._notifier
+
+    def send(self, message: Message) -> str:
+        return self.notifier.send(message)
+
+    def post(
+        self, text: str, *, blocks: list[Any] | None = None, metadata: dict[str, Any] | None = None
+    ) -> str:
+        return self.notifier.post(text, blocks=blocks, metadata=metadata)
+
+    def upload(self, path: Path, *, title: str, comment: str | None = None) -> str:
+        return self.notifier.upload(path, title=title, comment=comment)
+
+    def find_posted(self, marker: str, *, oldest: str = "") -> str | None:
+        return self.notifier.find_posted(marker, oldest=oldest)
+
+    def find_uploaded(self, title: str, *, oldest: str = "") -> str | None:
+        return self.notifier.find_uploaded(title, oldest=oldest)
+
+    def mark(self) -> str:
+        return self.notifier.mark()

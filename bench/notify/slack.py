@@ -12,7 +12,9 @@ are retried: nothing was posted). :meth:`SlackNotifier.post` handles them itself
 carries a delivery marker in its metadata (``event_payload.delivery``), and after an ambiguous
 failure the notifier looks for the marker in the channel's history before posting again.
 
-This module imports slack-sdk (a few tenths of a second): import it only when Slack is used.
+This module imports slack-sdk (a few tenths of a second): import it only when Slack is used
+(:func:`bench.notify.make_channel` does so on the first delivery; the token is read by
+:mod:`bench.notify.slack_token`, without slack-sdk).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import stat
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from bench.errors import NotifyError
+from bench.notify.slack_token import load_token as load_token  # where it used to be
 
 if TYPE_CHECKING:
     from bench.notify import Message
@@ -55,56 +57,6 @@ TIMEOUT = 30
 RECONCILE_WINDOW = 600.0
 #: Web API methods that must not be re-sent blindly after an ambiguous failure.
 NOT_IDEMPOTENT = frozenset({"chat.postMessage"})
-
-
-# --- the token ----------
-
-
-def load_token(*, environ: Mapping[str, str], token_file: str) -> str | None:
-    """The bot token: ``SLACK_BOT_TOKEN``, else the content of ``token_file`` (if configured).
-
-    The file must not be readable by group or others, and must exist when configured.
-    ``None``: no token configured (deliver to the outbox).
-    """
-    token = environ.get("SLACK_BOT_TOKEN", "").strip()
-    if token:
-        return token
-    if not token_file:
-        return None
-    path = Path(token_file).expanduser()
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise NotifyError(
-            f"the Slack token file {path} does not exist",
-            hint="write the bot token to it with mode 0600, or unset [slack] token_file",
-        ) from None
-    except OSError as err:
-        raise NotifyError(f"cannot read the Slack token file {path}: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotifyError(f"the Slack token file {path} is not a regular file")
-        if mode & 0o077:
-            raise NotifyError(
-                f"the Slack token file {path} is readable by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); refusing to use it",
-                hint=f"chmod 600 {path}",
-            )
-        content = fh.read()
-    try:
-        token = content.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise NotifyError(f"the Slack token file {path} is not UTF-8 text") from None
-    if not token:
-        # The installer's placeholder: no token yet. Runs must not stop for it; say so loudly.
-        log.warning(
-            "the Slack token file %s is empty: reports go to the outbox until the bot token "
-            "is written into it",
-            path,
-        )
-        return None
-    return token
 
 
 # --- the client ----------
