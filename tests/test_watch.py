@@ -342,22 +342,71 @@ def test_an_idle_tick_imports_neither_pandas_nor_matplotlib(tmp_path: Path) -> N
         timeout=120,
     )
     assert first.returncode == 0, first.stderr
-    idle = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "bench.cli.watch_regressions"],
+    _, imported = tick_importing(env)
+    assert "pandas" not in imported and "matplotlib" not in imported
+
+
+def tick_importing(
+    env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """A successful watcher tick run under ``python -X importtime``, and the top-level
+    packages it imported."""
+    tick = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench.cli.watch_regressions", *args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
-    assert idle.returncode == 0, idle.stderr
+    assert tick.returncode == 0, tick.stderr
     imported = {
         line.split("|")[-1].strip().split(".")[0]
-        for line in idle.stderr.splitlines()
+        for line in tick.stderr.splitlines()
         if line.startswith("import time:")
     }
     assert "bench" in imported, "importtime output was parsed"
-    assert "pandas" not in imported and "matplotlib" not in imported
+    return tick, imported
+
+
+def test_an_idle_tick_on_s3_with_static_keys_imports_neither_botocore_nor_slack_sdk(
+    s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Nothing new in an S3 bucket, static keys in the environment, Slack configured: at most
+    two store requests, and none of botocore, boto3, slack_sdk, pandas, matplotlib imported
+    (the listing goes through the standard library, Slack's client is made on first use)."""
+    client = s3.client()
+    for run in RUNS:
+        key = f"team/{complete_key(parse_run_name(run), 'SUCCESS')}"
+        client.put_object(Bucket=bucket, Key=key, Body=b"1\n")
+    watch_root = tmp_path / "watch"
+    watch_root.mkdir()
+    (watch_root / "last_known_dir").write_text(RUNS[-1] + "\n")
+    keys = {
+        **s3.credentials_env(),
+        "AWS_SECRET_ACCESS_KEY": "secret-never-logged",  # moto does not check it here
+        "AWS_SESSION_TOKEN": "token-never-logged",
+    }
+    env = clean_env(
+        **keys,
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+        BENCH_STORE_URL=f"s3://{bucket}/team",
+        BENCH_STORE_ENDPOINT_URL=s3.endpoint,
+        BENCH_WATCH_ROOT=str(watch_root),
+        BENCH_REFERENCE_ROOT=str(tmp_path),
+        SLACK_BOT_TOKEN="xoxb-never-used",
+        SLACK_API_URL="http://127.0.0.1:9/api/",
+        BENCH_SLACK_CHANNEL="C0000000000",
+    )
+    s3.reset_log()
+    idle, imported = tick_importing(env, "-v")
+    assert s3.count() <= 2, [(r.method, r.path, r.query) for r in s3.requests]
+    for heavy in ("botocore", "boto3", "slack_sdk", "pandas", "matplotlib"):
+        assert heavy not in imported, heavy
+    assert "S3 listings through the standard library" in idle.stderr
+    for secret in ("xoxb-never-used", "secret-never-logged", "token-never-logged"):
+        assert secret not in idle.stdout + idle.stderr
 
 
 def stable_history(runs: int, *, step_at: int | None = None) -> list[tuple[str, bytes]]:

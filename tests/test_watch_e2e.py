@@ -20,7 +20,7 @@ from bench.testing.s3server import S3Server
 from bench.testing.slackserver import Fault, SlackServer
 from tests.conftest import BIN, Host, clean_env
 from tests.test_s3_e2e import configure_s3, s3_env
-from tests.test_watch import ITEMS, RUNS, publish, shared_input
+from tests.test_watch import ITEMS, RUNS, publish, shared_input, tick_importing
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +92,12 @@ def test_the_demo_regression_travels_from_the_reference_host_to_slack(
         again = watch(host, env)
         assert again.returncode == 0, again.stderr
         assert s3.count() <= 2, [(r.method, r.path, r.query) for r in s3.requests]
+    # The idle tick with static keys and Slack configured: the standard library's listing,
+    # Slack's client never made.
+    s3.reset_log()
+    _, imported = tick_importing(env, "--config", str(host.config))
+    assert s3.count() <= 2
+    assert not imported & {"botocore", "boto3", "slack_sdk", "pandas", "matplotlib"}
     assert len(slack.messages_in(CHANNEL)) == len(posted)
 
 

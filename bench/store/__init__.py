@@ -40,13 +40,15 @@ def open_store(
             local.max_workers = max_workers
         return local
     if parsed.scheme == "s3" and parsed.netloc:
-        from bench.store.s3 import S3Store, make_client
+        from bench.store.s3 import open_s3
 
-        workers = max_workers or 16
-        client = make_client(
-            endpoint_url=endpoint_url, max_attempts=max_attempts, max_workers=workers
+        return open_s3(
+            parsed.netloc,
+            parsed.path,
+            endpoint_url=endpoint_url,
+            max_attempts=max_attempts,
+            max_workers=max_workers or 16,
         )
-        return S3Store(client, parsed.netloc, parsed.path, max_workers=workers)
     raise StoreError(
         f"store URL {url!r} is not supported",
         hint="use s3://bucket/prefix or file:///absolute/path",

@@ -1,10 +1,15 @@
-"""The S3 backend (boto3): ``s3://bucket/prefix``, compatible with the team's existing bucket.
+"""The S3 backend (botocore): ``s3://bucket/prefix``, compatible with the team's existing bucket.
 
 The client is built at the edge (:func:`make_client`) and handed in, so that tests can point
-it at a moto server. Credentials come from boto3's standard chain only; retries use boto3's
+it at a moto server. Credentials come from botocore's standard chain only; retries use its
 adaptive mode. Objects are compared by size and ETag: for a single-part upload the ETag is the
 MD5 of the content, for a multipart one the MD5 of the parts' MD5s followed by ``-<parts>``,
 which :meth:`S3Store.checksum_of` recomputes with the same part size.
+
+Listings go through :mod:`bench.store.s3list` (the standard library) when the credentials are
+static (:func:`open_s3`): the watcher's idle tick is one listing, and botocore's import and
+client creation cost ten times the request. The botocore client is then made on first use,
+by the transfers only.
 """
 
 from __future__ import annotations
@@ -15,16 +20,20 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.errors import StoreError
+from bench.store import s3list
 from bench.store.base import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 
 MULTIPART_CHUNK = 8 * 1024 * 1024
+#: Attempts at a download whose body is cut short (boto3's ``num_download_attempts``).
+DOWNLOAD_ATTEMPTS = 5
 _PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
 
 
@@ -49,18 +58,80 @@ def make_client(*, endpoint_url: str = "", max_attempts: int = 8, max_workers: i
     return session.create_client("s3", endpoint_url=endpoint, config=config)
 
 
+def open_s3(
+    bucket: str,
+    prefix: str,
+    *,
+    endpoint_url: str = "",
+    max_attempts: int = 8,
+    max_workers: int = 16,
+) -> S3Store:
+    """The store of ``s3://bucket/prefix``; its listings without botocore when they can be.
+
+    With static credentials (:func:`bench.store.s3list.lister_from_environment`) the listings
+    use the standard library and the botocore client is made on first use (by a transfer, a
+    stat); otherwise the client is made here and does everything, as it always did.
+    """
+
+    def connect() -> Any:
+        return make_client(
+            endpoint_url=endpoint_url, max_attempts=max_attempts, max_workers=max_workers
+        )
+
+    lister, why = s3list.lister_from_environment(
+        endpoint_url=endpoint_url, max_attempts=max_attempts
+    )
+    if lister is None:
+        log.debug("S3 listings through botocore: %s", why)
+        return S3Store(connect(), bucket, prefix, max_workers=max_workers)
+    log.debug("S3 listings through the standard library (%s); botocore for the rest", why)
+    return S3Store(None, bucket, prefix, max_workers=max_workers, connect=connect, lister=lister)
+
+
 class S3Store(Store):
     """A bucket prefix holding the runs (same keys as :class:`~bench.store.local.LocalStore`)."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str, *, max_workers: int = 16) -> None:
-        self.client = client
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        *,
+        max_workers: int = 16,
+        connect: Callable[[], Any] | None = None,
+        lister: s3list.S3Lister | None = None,
+    ) -> None:
+        """``client``: a botocore (or boto3) S3 client; or None and ``connect`` makes it on
+        first use. ``lister``: the listings go through it instead of the client."""
+        if client is None and connect is None:
+            raise TypeError("S3Store needs a client or a way to connect one")
+        self._client = client
+        self._connect = connect
+        self._client_lock = threading.Lock()
+        self.lister = lister
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.max_workers = max_workers
         #: Concurrent downloads when the watcher's cache fetches a run (RunCache).
         self.download_workers = max_workers
-        self.endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "") or "AWS"
+
+    @property
+    def client(self) -> Any:
+        """The botocore client, made on first use when it was not handed in."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    assert self._connect is not None
+                    self._client = self._connect()
+        return self._client
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint the error messages name (botocore's ``meta.endpoint_url``)."""
+        if self.lister is not None:
+            return self.lister.endpoint
+        return getattr(getattr(self.client, "meta", None), "endpoint_url", "") or "AWS"
 
     @functools.cached_property
     def transfer(self) -> Any:
@@ -125,13 +196,40 @@ class S3Store(Store):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_file(self, key: str, dest: Path) -> None:
+        """One GET, streamed to a temporary file renamed over ``dest`` once complete.
+
+        (boto3's managed download made a HEAD before each GET: twice the requests.) A body cut
+        short or stalled is fetched again from the start, ``DOWNLOAD_ATTEMPTS`` times in all,
+        as boto3's download does; botocore retries the request itself.
+        """
+        from botocore.exceptions import (
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+
         tmp = dest.with_name(f".{dest.name}.partial{os.getpid()}")
         try:
-            from boto3.s3.transfer import S3Transfer
-
-            with self._errors("GET", key), S3Transfer(self.client) as transfer:
-                # What boto3's ``client.download_file`` does (with its default settings).
-                transfer.download_file(self.bucket, self._key(key), str(tmp))
+            for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+                with self._errors("GET", key):
+                    body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+                    try:
+                        with tmp.open("wb") as fh:
+                            for chunk in body.iter_chunks(1 << 20):
+                                fh.write(chunk)
+                        break
+                    except (
+                        IncompleteReadError,
+                        ReadTimeoutError,
+                        ResponseStreamingError,
+                        TimeoutError,
+                        ConnectionError,
+                    ) as err:
+                        if attempt == DOWNLOAD_ATTEMPTS:
+                            raise
+                        log.debug("GET %s cut short (%s): again", key, type(err).__name__)
+                    finally:
+                        body.close()
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(OSError):
@@ -152,8 +250,17 @@ class S3Store(Store):
     # --- helpers ----------
 
     def _pages(self, **params: Any) -> Iterator[dict[str, Any]]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, **params)
+        pages: Any
+        if self.lister is not None:
+            pages = self.lister.pages(
+                self.bucket,
+                prefix=params["Prefix"],
+                delimiter=params.get("Delimiter", ""),
+                start_after=params.get("StartAfter", ""),
+            )
+        else:
+            paginator = self.client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=self.bucket, **params)
         iterator = iter(pages)
         while True:
             with self._errors("LIST", params.get("Prefix", "")):
@@ -187,7 +294,15 @@ class S3Store(Store):
 def translate_error(
     err: BaseException, *, op: str, url: str, bucket: str, endpoint: str
 ) -> StoreError | None:
-    """A clear :class:`StoreError` for a boto3 failure; None for "no such key"."""
+    """A clear :class:`StoreError` for a botocore failure, or one of :mod:`~bench.store.s3list`
+    (the same words for the same failure); None for "no such key"."""
+    if isinstance(err, s3list.S3ConnectionError):
+        return _unreachable(endpoint, err)
+    if isinstance(err, s3list.ResponseError):
+        return _answer_error(
+            err.code, err.status, err.message or str(err), op, url, bucket, endpoint
+        )
+
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import (
         ClientError,
@@ -204,24 +319,41 @@ def translate_error(
             fatal=True,
         )
     if isinstance(err, ConnectionError):
-        return StoreError(
-            f"cannot reach the S3 endpoint {endpoint} ({type(err).__name__})",
-            hint="check store.endpoint_url / AWS_ENDPOINT_URL and the network",
-            fatal=True,
-        )
-    code = ""
-    message = str(err)
+        return _unreachable(endpoint, err)
     if isinstance(err, ClientError):
-        code = str(err.response.get("Error", {}).get("Code", ""))
+        error = err.response.get("Error", {})
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        message = err.response.get("Error", {}).get("Message", "") or message
-        if code in {"404", "NoSuchKey", "NotFound"}:
-            return None
-        if code == "403" and status == 403:
-            code = "AccessDenied"
-    elif isinstance(err, S3UploadFailedError):
-        match = re.search(r"\((\w+)\)", message)
+        message = error.get("Message", "") or str(err)
+        return _answer_error(str(error.get("Code", "")), status, message, op, url, bucket, endpoint)
+    code = ""
+    if isinstance(err, S3UploadFailedError):
+        match = re.search(r"\((\w+)\)", str(err))
         code = match.group(1) if match else ""
+    return _coded_error(code, str(err), op, url, bucket, endpoint)
+
+
+def _unreachable(endpoint: str, err: BaseException) -> StoreError:
+    return StoreError(
+        f"cannot reach the S3 endpoint {endpoint} ({type(err).__name__})",
+        hint="check store.endpoint_url / AWS_ENDPOINT_URL and the network",
+        fatal=True,
+    )
+
+
+def _answer_error(
+    code: str, status: int | None, message: str, op: str, url: str, bucket: str, endpoint: str
+) -> StoreError | None:
+    """An error answer of S3 (its code and HTTP status)."""
+    if code in {"404", "NoSuchKey", "NotFound"}:
+        return None
+    if code == "403" and status == 403:
+        code = "AccessDenied"
+    return _coded_error(code, message, op, url, bucket, endpoint)
+
+
+def _coded_error(
+    code: str, message: str, op: str, url: str, bucket: str, endpoint: str
+) -> StoreError:
     if code == "NoSuchBucket":
         return StoreError(
             f"the bucket {bucket} does not exist (at {endpoint})",
