@@ -470,3 +470,31 @@ def test_json_output_has_the_contract_fields_and_no_infinities() -> None:
     assert data[0]["magnitude_pct"] is None and data[0]["score"] is None
     assert format_alerts([alert], "csv").splitlines()[0].startswith("run,file,parameter")
     assert "REGRESSION (step)" in format_alerts([alert], "text")
+
+
+def test_the_matrix_codes_are_factorizes_whatever_the_width_of_the_table() -> None:
+    """The matrix numbers names and series as pandas' sorted factorize does, whether the
+    table's columns are strings or categoricals (unused and missing categories included),
+    and whether the series are numbered through a table of keys or a hash table."""
+    from bench.analysis.detect import _factorize, _series_codes
+
+    rng = np.random.default_rng(3)
+    names = [f"p{i:03d}" for i in rng.permutation(300)]
+    picked = rng.choice(len(names) - 20, size=5000)  # the last 20 categories are never used
+    as_text = pd.Series([names[i] for i in picked], dtype=object)
+    as_categorical = pd.Series(pd.Categorical([names[i] for i in picked], categories=names))
+    as_categorical[::97] = None  # missing: code -1
+    for column in (as_text, as_categorical):
+        codes, sorted_names = _factorize(column)
+        as_names = column.astype(object)  # sorted by name, not by category order
+        expected_codes, uniques = pd.factorize(as_names, sort=True, use_na_sentinel=True)
+        assert sorted_names == [str(u) for u in uniques]
+        assert codes.tolist() == expected_codes.tolist()
+    assert _factorize(as_categorical)[0].dtype == np.int16  # not widened
+
+    for n_keys in (1000, 1 << 22):  # few possible keys (a table of them), many (hashing)
+        key = rng.choice(n_keys, size=20_000).astype(np.int32)
+        codes, uniques = _series_codes(key, n_keys)
+        expected_codes, expected = pd.factorize(key, sort=True)
+        assert codes.tolist() == expected_codes.tolist()
+        assert uniques.tolist() == expected.tolist()

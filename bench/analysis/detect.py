@@ -456,22 +456,45 @@ def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _factorize(column: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Codes (``-1`` for missing) and the names in sorted order."""
+    """Codes (``-1`` for missing) and the names in sorted order.
+
+    A categorical column (the loaders' tables) keeps its codes' width (int8 or int16 for the
+    names of a history, which has millions of rows): no wider copy is made."""
     import numpy as np
     import pandas as pd
 
     if isinstance(column.dtype, pd.CategoricalDtype):
-        # int32: millions of rows, and never that many names.
-        codes = column.cat.codes.to_numpy().astype(np.int32)
+        codes = column.cat.codes.to_numpy()
         categories = [str(c) for c in column.cat.categories]
-        used = np.unique(codes[codes >= 0])
+        seen = np.zeros(len(categories) + 1, dtype=bool)
+        seen[codes] = True  # codes == -1 mark the last slot
+        used = seen[:-1].nonzero()[0]
         names = [categories[i] for i in used]
         order = sorted(range(len(names)), key=names.__getitem__)
-        remap = np.full(len(categories) + 1, -1, dtype=np.int32)
+        remap = np.full(len(categories) + 1, -1, dtype=codes.dtype)
         remap[used[order]] = np.arange(len(order))
         return remap[codes], [names[i] for i in order]  # codes == -1 index the last slot
     codes, uniques = pd.factorize(column.astype("str"), sort=True, use_na_sentinel=True)
     return codes.astype(np.int32), [str(u) for u in uniques]
+
+
+def _series_codes(key: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """For ``key`` (integers in ``[0, n_keys)``): codes numbering its distinct values in
+    sorted order, and those values; ``pd.factorize(key, sort=True)``.
+
+    When there are not more possible keys than rows, a table of them replaces factorize's
+    hash table and its int64 codes (a large history: tens of MB instead of hundreds)."""
+    import numpy as np
+    import pandas as pd
+
+    if n_keys > max(len(key), 1 << 20) or n_keys >= 2**31:
+        codes, uniques = pd.factorize(key, sort=True)
+        return codes, np.asarray(uniques, dtype=np.int64)
+    seen = np.zeros(n_keys, dtype=bool)
+    seen[key] = True
+    number = np.cumsum(seen, dtype=np.int32)
+    number -= 1
+    return number[key], seen.nonzero()[0].astype(np.int64)
 
 
 class _Matrix:
@@ -499,11 +522,12 @@ class _Matrix:
             run_codes, file_codes = run_codes[keep], file_codes[keep]
             param_codes, values = param_codes[keep], values[keep]
         del keep
-        key = file_codes.astype(np.int64) * max(len(param_names), 1) + param_codes
+        n_keys = len(self.files) * max(len(param_names), 1)
+        key_type = np.int32 if n_keys < 2**31 else np.int64
+        key = file_codes.astype(key_type) * max(len(param_names), 1) + param_codes
         del file_codes, param_codes
-        series_codes, unique_keys = pd.factorize(key, sort=True)
+        series_codes, unique_keys = _series_codes(key, n_keys)
         del key
-        unique_keys = np.asarray(unique_keys, dtype=np.int64)
         S = len(unique_keys)
         self.series_file = (unique_keys // max(len(param_names), 1)).astype(np.int64)
         series_param = (unique_keys % max(len(param_names), 1)).astype(np.int64)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,7 +214,10 @@ class TableBuilder:
     """The long table, built piece by piece: one ``add`` per file of a run.
 
     Names are interned as integer codes while adding (thousands of files, millions of values),
-    and each distinct header is renamed and coded once (most files repeat their header).
+    and each distinct header is renamed and coded once (most files repeat their header). The
+    pieces kept until :meth:`table` are the callers' value arrays and the shared header codes:
+    the run and file columns are expanded once, at the end, at the width pandas keeps (the
+    table of a large history is a hundred MB; the watcher builds it next to its digests).
     """
 
     def __init__(self, runs: Iterable[str], renamings: Mapping[str, str]) -> None:
@@ -223,7 +226,13 @@ class TableBuilder:
         self.file_codes: dict[str, int] = {}
         self.parameter_codes: dict[str, int] = {}
         self._headers: dict[tuple[str, ...], np.ndarray] = {}
-        self._columns: tuple[list[np.ndarray], ...] = ([], [], [], [])
+        #: Per piece: its run code, its file codes and their value counts; its parameter
+        #: codes (one shared array per distinct header); its values.
+        self._runs: list[int] = []
+        self._files: list[list[int]] = []
+        self._counts: list[list[int]] = []
+        self._parameters: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
 
     def add(self, run_code: int, file: str, names: tuple[str, ...], values: np.ndarray) -> None:
         """The values of ``file`` in the run ``self.runs[run_code]``, ``names`` as read."""
@@ -233,7 +242,8 @@ class TableBuilder:
         self, run_code: int, files: Sequence[tuple[str, tuple[str, ...]]], values: np.ndarray
     ) -> None:
         """Several files of the run ``self.runs[run_code]`` at once: ``files`` are ``(file,
-        names)`` in the order of their values in ``values``."""
+        names)`` in the order of their values in ``values`` (kept, not copied, when it is an
+        array of float64)."""
         import numpy as np
 
         codes = [self._codes(names) for _file, names in files]
@@ -243,12 +253,11 @@ class TableBuilder:
             raise ValueError(f"{len(values)} values for {total} names")
         if total == 0:
             return
-        file_codes = [self.file_codes.setdefault(file, len(self.file_codes)) for file, _ in files]
-        run_column, file_column, parameter_column, value_column = self._columns
-        run_column.append(np.full(total, run_code, dtype=np.int32))
-        file_column.append(np.repeat(np.array(file_codes, dtype=np.int32), counts))
-        parameter_column.append(np.concatenate(codes))
-        value_column.append(np.asarray(values, dtype=np.float64))
+        self._runs.append(run_code)
+        self._files.append([self.file_codes.setdefault(f, len(self.file_codes)) for f, _ in files])
+        self._counts.append(counts)
+        self._parameters.extend(codes)
+        self._values.append(np.asarray(values, dtype=np.float64))
 
     def _codes(self, names: tuple[str, ...]) -> np.ndarray:
         """The parameter codes of a header (renamed and coded once per distinct header)."""
@@ -273,22 +282,38 @@ class TableBuilder:
         import numpy as np
         import pandas as pd
 
-        def joined(pieces: list[np.ndarray], dtype: type) -> np.ndarray:
-            whole = np.concatenate(pieces) if pieces else np.empty(0, dtype=dtype)
-            pieces.clear()  # one column at a time in memory twice, not the whole table
-            return whole
+        def categorical(codes: np.ndarray, categories: Iterable[str]) -> pd.Categorical:
+            return pd.Categorical.from_codes(codes, categories=list(categories))
 
-        def categorical(codes: list[np.ndarray], categories: Iterable[str]) -> pd.Categorical:
-            return pd.Categorical.from_codes(joined(codes, np.int32), categories=list(categories))
+        def width(categories: Sized) -> type:
+            """The dtype of the codes pandas keeps for that many categories (no copy)."""
+            count = len(categories)
+            return np.int8 if count < 2**7 else np.int16 if count < 2**15 else np.int32
 
-        run_column, file_column, parameter_column, value_column = self._columns
+        run_width, file_width = width(self.runs), width(self.file_codes)
+        parameter_width = width(self.parameter_codes)
+        values = np.concatenate(self._values) if self._values else np.empty(0, np.float64)
+        self._values.clear()
+        per_piece = np.array([sum(counts) for counts in self._counts], dtype=np.int64)
+        runs: np.ndarray = np.repeat(np.array(self._runs, dtype=run_width), per_piece)
+        files: np.ndarray = np.repeat(
+            np.fromiter((c for piece in self._files for c in piece), dtype=file_width),
+            np.fromiter((n for piece in self._counts for n in piece), dtype=np.int64),
+        )
+        parameters: np.ndarray
+        if self._parameters:
+            parameters = np.concatenate(self._parameters, dtype=parameter_width)
+        else:
+            parameters = np.empty(0, dtype=parameter_width)
+        self._runs, self._files, self._counts, self._parameters = [], [], [], []
         return pd.DataFrame(
             {
-                "run": categorical(run_column, self.runs),
-                "file": categorical(file_column, self.file_codes),
-                "parameter": categorical(parameter_column, self.parameter_codes),
-                "value": joined(value_column, np.float64),
-            }
+                "run": categorical(runs, self.runs),
+                "file": categorical(files, self.file_codes),
+                "parameter": categorical(parameters, self.parameter_codes),
+                "value": values,
+            },
+            copy=False,
         )
 
 
