@@ -39,7 +39,7 @@ from bench.markers import State, WorkDir, atomic_write, create_exclusive
 from bench.notify import Notifier, render
 from bench.runs import RunId, make_run_name
 from bench.steps import ProcessResult, run_supervised, tail, to_argv
-from bench.store.base import UploadReport
+from bench.store.base import UploadReport, UploadTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +422,7 @@ class _Run:
                     for name in ("upload", "finish")
                     for ext in ("out", "err")
                 ],
+                timeout=self.ref.upload_timeout,
             )
             self._upload_report = report
             failpoint("upload:after-success")
@@ -647,6 +648,13 @@ class _Run:
                 action()
             except InterruptedRun as exc:
                 status, message = "interrupted", exc.message
+            except UploadTimedOut as exc:
+                status = "timed_out"
+                message = (
+                    f"timed out after {exc.timeout:.0f} s (reference.upload_timeout): "
+                    f"{exc.report.sent} of {exc.report.objects - exc.report.skipped} object(s) "
+                    "sent; `bench-run --resume` sends the rest"
+                )
             except (BenchError, OSError) as exc:
                 status = "failed"
                 message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)

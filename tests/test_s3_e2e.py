@@ -205,6 +205,35 @@ def test_a_permanent_fault_fails_the_upload_step_and_loses_nothing(
     assert set(stored(s3, bucket)) >= expected_keys(run_dir)
 
 
+def test_an_upload_past_reference_upload_timeout_times_out_and_resumes(
+    host: Host, s3: S3Server, bucket: str
+) -> None:
+    """A PUT the server answers only after 8 s, upload_timeout 2 s: the upload step is
+    "timed_out" (run.json, the failure report), everything stays on disk, no SUCCESS; with
+    the server healthy again, --resume completes the run."""
+    s3.faults.append(
+        Fault(lambda r: r.method == "PUT" and "inferred_cache.csv" in r.path, status=0, delay=8)
+    )
+    configure_s3(host, s3, bucket, upload_timeout=2)
+    done = host.run("cronjob", env=s3_env())
+    assert done.returncode == ExitCode.FAILED, done.stderr
+    run_dir = host.only_run_dir()
+    record = host.run_json(run_dir)
+    [upload] = [step for step in record["steps"] if step["name"] == "upload"]
+    assert upload["status"] == "timed_out"
+    assert "timed out after 2 s (reference.upload_timeout)" in upload["message"]
+    assert "--resume" in upload["message"]
+    assert (run_dir / "inference_results" / "inferred_cache.csv").exists()
+    assert not any(k.endswith("/SUCCESS") for k in stored(s3, bucket))
+    [failed] = host.outbox("run_failed")
+    assert "step upload" in failed and "reference.upload_timeout" in failed
+
+    s3.faults.clear()
+    resumed = host.run("bench-run", "--resume", env=s3_env())
+    assert resumed.returncode == 0, resumed.stderr
+    assert set(stored(s3, bucket)) >= expected_keys(run_dir)
+
+
 def test_missing_bucket_is_one_clear_line(host: Host, s3: S3Server) -> None:
     """A bucket that does not exist: the upload fails with one line naming it."""
     configure_s3(host, s3, "no-such-bucket")

@@ -17,6 +17,7 @@ from bench.store.base import (
     COMPLETE,
     INFERENCE,
     UploadIncomplete,
+    UploadTimedOut,
     complete_key,
     inference_key,
     plan_upload,
@@ -338,6 +339,43 @@ def test_upload_incomplete_message_shows_at_most_five_keys(
     assert "..." in message
     assert len(info.value.report.missing) == total
     assert store.list_runs() == []
+
+
+def test_the_time_limit_stops_the_upload_without_waiting_for_a_stuck_transfer(
+    tmp_path: Path, run_dir: Path, run: RunId
+) -> None:
+    """A transfer that hangs: at the time limit the upload stops with UploadTimedOut (saying
+    how much was sent and that --resume sends the rest), while that transfer is still stuck:
+    it was not waited for. No SUCCESS; a later upload completes the run."""
+    import threading
+
+    stuck = CPREFIX + "steps/02-benchmark.out"
+    release, came_back = threading.Event(), threading.Event()
+
+    class Stuck(RecordingStore):
+        def put_file(self, key: str, path: Path) -> None:
+            if key == stuck and not release.is_set():
+                release.wait(60)
+                came_back.set()
+            super().put_file(key, path)
+
+    store = Stuck(tmp_path / "bucket")
+    store.max_workers = 2
+    try:
+        with pytest.raises(UploadTimedOut) as info:
+            store.upload_run(run_dir, run, success_text="1\n", timeout=0.5)
+        assert not came_back.is_set()  # the stuck transfer is still under way
+    finally:
+        release.set()
+    report = info.value.report
+    total = len(RUN_FILES) + len(INFERENCE_CSVS)
+    assert report.sent < total
+    assert f"{report.sent} of {total} object(s) sent" in str(info.value)
+    assert "--resume" in (info.value.hint or "")
+    assert CPREFIX + "SUCCESS" not in stored_keys(tmp_path / "bucket")
+
+    again = store.upload_run(run_dir, run, success_text="1\n", timeout=60)
+    assert again.complete and store.has_success(run)
 
 
 def test_unreadable_directory_in_the_run_fails_the_upload(

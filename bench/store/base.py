@@ -180,12 +180,16 @@ class Store(abc.ABC):
         success_text: str,
         inference_subdir: str = "inference_results",
         exclude: Iterable[str] = (),
+        timeout: float | None = None,
     ) -> UploadReport:
         """Upload a run directory; SUCCESS last, only once every object is verified.
 
         Idempotent: an object already stored with the same size and checksum is skipped, so
-        running it again after an interruption sends only what is missing.
+        running it again after an interruption sends only what is missing. ``timeout``
+        (seconds): no transfer is started after it, and :class:`UploadTimedOut` is raised
+        without waiting for those under way (each is bounded by the client's own timeouts).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         planned = plan_upload(run_dir, run, inference_subdir=inference_subdir, exclude=exclude)
         report = UploadReport(run.name, self.location(complete_key(run, "")), len(planned))
         checksums: dict[Path, str | None] = {}
@@ -205,7 +209,7 @@ class Store(abc.ABC):
         report.skipped = len(planned) - len(todo)
         if report.skipped:
             log.info("%d of %d objects already in the store", report.skipped, len(planned))
-        self._transfer(todo, report)
+        self._transfer(todo, report, deadline=deadline, timeout=timeout)
         failpoint("upload:before-verify")
         if todo:  # with nothing sent, the listing above already verified every object
             present = self._run_objects(run)
@@ -229,19 +233,32 @@ class Store(abc.ABC):
         found.update(self.list_objects(f"{INFERENCE}/{run.name}"))
         return found
 
-    def _transfer(self, todo: list[PlannedObject], report: UploadReport) -> None:
+    def _transfer(
+        self,
+        todo: list[PlannedObject],
+        report: UploadReport,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Send ``todo`` with ``max_workers`` transfers at once; a failed object is recorded
-        and the others go on, unless the failure says the store itself is unusable."""
+        and the others go on, unless the failure says the store itself is unusable.
+        :class:`UploadTimedOut` at ``deadline`` (``time.monotonic()``, ``timeout`` seconds
+        after the upload began): the transfers not started are cancelled, those under way
+        are not waited for."""
         total = sum(obj.size for obj in todo)
         if not todo:
             return
         log.info("sending %d objects (%d bytes), %d at a time", len(todo), total, self.max_workers)
         started = time.monotonic()
         last_progress = started
-        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="upload") as pool:
+        pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="upload")
+        timed_out = False
+        try:
             futures = {pool.submit(self.put_file, obj.key, obj.path): obj for obj in todo}
+            remaining = None if deadline is None else max(0.0, deadline - started)
             try:
-                for future in as_completed(futures):
+                for future in as_completed(futures, timeout=remaining):
                     obj = futures[future]
                     try:
                         future.result()
@@ -268,9 +285,21 @@ class Store(abc.ABC):
                             total / 1e6,
                             now - started,
                         )
-            finally:
-                for future in futures:
-                    future.cancel()
+            except TimeoutError:
+                if deadline is None or time.monotonic() < deadline:
+                    raise  # not the time limit: an error of a transfer
+                timed_out = True
+                under_way = sum(1 for future in futures if future.running())
+                log.error(
+                    "upload stopped at its time limit: %d/%d objects sent, %d under way "
+                    "(not waited for), the rest not started",
+                    report.sent,
+                    len(todo),
+                    under_way,
+                )
+                raise UploadTimedOut(report, timeout or 0.0) from None
+        finally:
+            pool.shutdown(wait=not timed_out, cancel_futures=True)
 
     def list_runs(self, *, after: RunId | None = None) -> list[RunId]:
         """The runs under the prefix (newer than ``after``), in name (= time) order; names
@@ -298,6 +327,20 @@ class Store(abc.ABC):
             if self.has_success(run):
                 return run
         return None
+
+
+class UploadTimedOut(StoreError):
+    """The upload did not finish within its time limit; SUCCESS was not written."""
+
+    def __init__(self, report: UploadReport, timeout: float) -> None:
+        todo = report.objects - report.skipped
+        super().__init__(
+            f"upload of {report.run} stopped after {timeout:.0f} s, its time limit: "
+            f"{report.sent} of {todo} object(s) sent",
+            hint="everything is still on disk; `bench-run --resume` sends only what is missing",
+        )
+        self.report = report
+        self.timeout = timeout
 
 
 class UploadIncomplete(StoreError):
