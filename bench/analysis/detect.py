@@ -1133,22 +1133,8 @@ class _Engine:
                 f"{word} {_pct_text(baseline, value)} ({_num(baseline)} -> {_num(value)}) "
                 f"for {n} run{'s' if n > 1 else ''}, {_times(score)} (±{_num(noise)})"
             )
-            if not rising:
-                reason += ": an improvement"
             alerts.append(
-                Alert(
-                    run=m.runs[t],
-                    file=m.files[m.series_file[srow]],
-                    parameter=m.params[srow],
-                    direction=REGRESSION if rising else IMPROVEMENT,
-                    kind="step",
-                    magnitude_pct=_magnitude(baseline, value),
-                    baseline=baseline,
-                    value=value,
-                    score=score,
-                    reason=reason,
-                    since=m.runs[since],
-                )
+                self._alert(t, srow, "step", rising, baseline, value, score, reason, since)
             )
             self.seg_start[srow] = since
             self.drift_flag[srow] = 0
@@ -1184,6 +1170,35 @@ class _Engine:
         noise = np.fmax(_MAD_TO_SIGMA * mad / math.sqrt(2.0), _MIN_NOISE_REL * np.abs(level))
         result: np.ndarray = np.where(count >= self.settings.min_history, noise, np.nan)
         return result
+
+    def _alert(
+        self,
+        t: int,
+        srow: int,
+        kind: str,
+        rising: bool,
+        baseline: float,
+        value: float,
+        score: float,
+        reason: str,
+        since: int,
+    ) -> Alert:
+        """The alert of a change of series ``srow`` seen at run ``t`` (a rise is a regression,
+        a fall an improvement, which its reason says), started at run ``since``."""
+        m = self.m
+        return Alert(
+            run=m.runs[t],
+            file=m.files[m.series_file[srow]],
+            parameter=m.params[srow],
+            direction=REGRESSION if rising else IMPROVEMENT,
+            kind=kind,
+            magnitude_pct=_magnitude(baseline, value),
+            baseline=baseline,
+            value=value,
+            score=score,
+            reason=reason if rising else f"{reason}: an improvement",
+            since=m.runs[since],
+        )
 
     def _drift(self, t: int, rows: np.ndarray, noise: np.ndarray) -> list[Alert]:
         import numpy as np
@@ -1251,22 +1266,9 @@ class _Engine:
                 f"({_num(baseline)} -> {_num(value)}) since {start_run}, without a single step; "
                 f"{_times(score)} (±{_num(float(noise[i]))})"
             )
-            if not rising:
-                reason += ": an improvement"
+            since = int(cur_first[i])
             alerts.append(
-                Alert(
-                    run=m.runs[t],
-                    file=m.files[m.series_file[srow]],
-                    parameter=m.params[srow],
-                    direction=REGRESSION if rising else IMPROVEMENT,
-                    kind="drift",
-                    magnitude_pct=_magnitude(baseline, value),
-                    baseline=baseline,
-                    value=value,
-                    score=score,
-                    reason=reason,
-                    since=m.runs[int(cur_first[i])],
-                )
+                self._alert(t, srow, "drift", rising, baseline, value, score, reason, since)
             )
             self.drift_flag[srow] = 1 if rising else -1
         return alerts
