@@ -345,6 +345,7 @@ def test_server_errors_are_retried_then_reported_as_with_botocore(
         counts.append(s3.count())
     assert messages[0] == messages[1]
     assert "InternalError: injected fault" in messages[0]
+    assert f"LIST s3://{bucket}/{PREFIX}/{COMPLETE}/ failed" in messages[0]  # the prefix once
     assert counts == [4, 4]
 
 

@@ -263,7 +263,7 @@ class S3Store(Store):
             pages = paginator.paginate(Bucket=self.bucket, **params)
         iterator = iter(pages)
         while True:
-            with self._errors("LIST", params.get("Prefix", "")):
+            with self._errors("LIST", self._unkey(params["Prefix"])):
                 page = next(iterator, None)
             if page is None:
                 return
