@@ -520,6 +520,65 @@ def test_https_verifies_against_aws_ca_bundle_as_botocore_does(
     assert f"cannot reach the S3 endpoint {endpoint} (SSLError)" in ours
 
 
+@pytest.fixture
+def closing_endpoint() -> Iterator[str]:
+    """An endpoint that reads each request and closes the connection without an answer."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_a_connection_closed_mid_request_reads_as_with_botocore(
+    aws_env: None, closing_endpoint: str
+) -> None:
+    """A connection the endpoint closes without answering is not "cannot reach" (the endpoint
+    was reached): the same one-line error as botocore's, equally (not) fatal."""
+    lite = open_s3("bench-results", PREFIX, endpoint_url=closing_endpoint, max_attempts=1)
+    boto = S3Store(
+        make_client(endpoint_url=closing_endpoint, max_attempts=1), "bench-results", PREFIX
+    )
+    assert lite.lister is not None
+    caught = []
+    for store in (lite, boto):
+        with pytest.raises(StoreError) as error:
+            store.list_runs()
+        caught.append(error.value)
+    assert str(caught[0]) == str(caught[1])
+    assert caught[0].fatal == caught[1].fatal
+    assert "Connection was closed before we received a valid response" in str(caught[0])
+
+
+def test_an_unreadable_ca_bundle_is_an_ssl_error_as_with_botocore(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tls_endpoint: tuple[str, str], tmp_path: Path
+) -> None:
+    """AWS_CA_BUNDLE naming no file: the listing fails as botocore's does, "cannot reach the
+    S3 endpoint ... (SSLError)", not with a bare file error."""
+    endpoint, _cert = tls_endpoint
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "no-such-bundle.pem"))
+    lite = open_s3("bench-tls", PREFIX, endpoint_url=endpoint, max_attempts=1)
+    boto = S3Store(make_client(endpoint_url=endpoint, max_attempts=1), "bench-tls", PREFIX)
+    assert lite.lister is not None
+    ours, theirs = errors_of(lite, boto)
+    assert ours == theirs
+    assert f"cannot reach the S3 endpoint {endpoint} (SSLError)" in ours
+
+
 # --- when the stdlib path is taken ----------------------------------------------------------------
 
 
@@ -585,6 +644,9 @@ def test_static_keys_of_the_environment_or_the_profile_are_used(
         ("", {"AWS_WEB_IDENTITY_TOKEN_FILE": "/token"}, "AWS_WEB_IDENTITY_TOKEN_FILE"),
         ("", {"AWS_DEFAULT_REGION": "cn-north-1"}, "outside the standard AWS partition"),
         ("[default\nbroken", {}, "could not be read"),
+        ("", {"AWS_PROFILE": "default"}, "profile default not found"),
+        ("", {"AWS_DEFAULT_REGION": ""}, "AWS_DEFAULT_REGION is set but empty"),
+        ("", {"AWS_CA_BUNDLE": "/"}, "AWS_CA_BUNDLE / is a directory"),
     ],
     ids=[
         "sso",
@@ -597,6 +659,9 @@ def test_static_keys_of_the_environment_or_the_profile_are_used(
         "web-identity",
         "china",
         "unparsable",
+        "missing-default-profile",
+        "empty-region",
+        "ca-directory",
     ],
 )
 def test_other_settings_leave_the_listings_to_botocore(

@@ -298,6 +298,8 @@ def translate_error(
     (the same words for the same failure); None for "no such key"."""
     if isinstance(err, s3list.S3ConnectionError):
         return _unreachable(endpoint, err)
+    if isinstance(err, s3list.S3HTTPClientError):
+        return _coded_error("", str(err), op, url, bucket, endpoint)
     if isinstance(err, s3list.ResponseError):
         return _answer_error(
             err.code, err.status, err.message or str(err), op, url, bucket, endpoint

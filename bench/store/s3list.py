@@ -14,7 +14,7 @@ the profile in the shared credentials or config file) and the plain endpoint bot
 use (``store.endpoint_url``/``AWS_ENDPOINT_URL`` with path-style addressing, or the AWS
 regional endpoint with the bucket as a virtual host; the region is botocore's:
 ``AWS_DEFAULT_REGION``, else the profile's, else us-east-1; certificates checked against
-``AWS_CA_BUNDLE`` or certifi's bundle). Anything else (SSO, roles, web identity,
+``AWS_CA_BUNDLE``, a file, or certifi's bundle). Anything else (SSO, roles, web identity,
 ``credential_process``, instance or container credentials, proxies, FIPS/dual-stack, other
 profile settings) is left to botocore: :func:`bench.store.s3.open_s3` logs which path it took,
 and why, at DEBUG level. The requests are the ones botocore sends (same URL, same signature:
@@ -139,9 +139,13 @@ class ResponseError(Exception):
         self.region = region
 
 
-class S3ConnectionError(Exception):
-    """No answer from the endpoint (botocore's ``ConnectionError``); subclasses carry the names
-    of botocore's, which the one-line store errors show."""
+class S3TransportError(Exception):
+    """No complete answer (retried); subclasses carry the names of botocore's exceptions."""
+
+
+class S3ConnectionError(S3TransportError):
+    """The endpoint could not be reached (botocore's ``ConnectionError``): the store says
+    "cannot reach" with the class's name."""
 
 
 class EndpointConnectionError(S3ConnectionError):
@@ -152,11 +156,16 @@ class ConnectTimeoutError(S3ConnectionError):
     pass
 
 
-class ReadTimeoutError(S3ConnectionError):
+class S3HTTPClientError(S3TransportError):
+    """The connection failed during a request (botocore's ``HTTPClientError``): the store
+    shows its message, botocore's words."""
+
+
+class ReadTimeoutError(S3HTTPClientError):
     pass
 
 
-class ConnectionClosedError(S3ConnectionError):
+class ConnectionClosedError(S3HTTPClientError):
     pass
 
 
@@ -372,14 +381,14 @@ class S3Lister:
         )
 
     def _context(self) -> ssl.SSLContext:
-        """Certificates verified against the bundle botocore uses: ``AWS_CA_BUNDLE`` (a file
-        or a directory), else certifi's, else botocore's own."""
+        """Certificates verified against the bundle botocore uses: ``AWS_CA_BUNDLE``, else
+        certifi's, else botocore's own; :class:`SSLError` when it cannot be loaded."""
         if self._ssl is None:
             bundle = self.ca_bundle or _ca_bundle()
-            if bundle and os.path.isdir(bundle):
-                self._ssl = ssl.create_default_context(capath=bundle)
-            else:
+            try:
                 self._ssl = ssl.create_default_context(cafile=bundle)
+            except (OSError, ssl.SSLError) as err:
+                raise SSLError(f"cannot load the CA bundle {bundle}: {err}") from err
         return self._ssl
 
     def _get(self, connection: _Connection, bucket: str, url: str) -> bytes:
@@ -391,7 +400,7 @@ class S3Lister:
             attempt += 1
             try:
                 status, region_header, body = connection.get(url, self.signed(url))
-            except S3ConnectionError as err:
+            except S3TransportError as err:
                 if attempt >= self.attempts:
                     raise
                 self._pause(attempt, throttled=False, why=type(err).__name__)
@@ -434,7 +443,7 @@ def _wrong_region(error: ResponseError) -> bool:
 
 class _Connection:
     """A keep-alive HTTP(S) connection, (re)opened for the host of each request as needed, its
-    errors turned into the :class:`S3ConnectionError` classes botocore would raise."""
+    errors turned into the :class:`S3TransportError` classes botocore would raise."""
 
     def __init__(self, context: Any) -> None:
         self._context = context
@@ -454,26 +463,29 @@ class _Connection:
             body = response.read()
         except TimeoutError as err:
             self.close()
-            raise ReadTimeoutError(f"read timeout on {self.netloc}") from err
+            raise ReadTimeoutError(f'Read timeout on endpoint URL: "{url}"') from err
         except ssl.SSLError as err:
             self.close()
             raise SSLError(str(err)) from err
         except (OSError, http.client.HTTPException) as err:
             self.close()
-            raise ConnectionClosedError(f"connection to {self.netloc} lost: {err}") from err
+            raise ConnectionClosedError(
+                "Connection was closed before we received a valid response from endpoint "
+                f'URL: "{url}".'
+            ) from err
         if response.will_close:
             self.close()
         return response.status, response.getheader("x-amz-bucket-region") or "", body
 
     def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection
-        if scheme == "https":
-            connection = http.client.HTTPSConnection(
-                host, port, timeout=CONNECT_TIMEOUT, context=self._context()
-            )
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
         try:
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(
+                    host, port, timeout=CONNECT_TIMEOUT, context=self._context()
+                )
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
             connection.connect()
         except TimeoutError as err:
             raise ConnectTimeoutError(f"connect timeout on {self.netloc}") from err
@@ -589,14 +601,19 @@ def lister_from_environment(
     except (OSError, ValueError) as err:  # unreadable, or not in the INI format
         return None, f"the AWS configuration files could not be read ({type(err).__name__})"
     profile = {**(config or {}), **(shared or {})}  # botocore's merge: credentials file wins
-    if profile_name not in ("", "default") and config is None and shared is None:
+    if profile_name and config is None and shared is None:
         return None, f"profile {profile_name} not found"
     others = sorted(k for k in profile if k not in PLAIN_PROFILE_KEYS and not k.startswith("cli_"))
     if others:
         return None, f"the profile sets {', '.join(others)}"
+    if env.get("AWS_DEFAULT_REGION") == "":
+        return None, "AWS_DEFAULT_REGION is set but empty"
     region = env.get("AWS_DEFAULT_REGION") or profile.get("region") or "us-east-1"
     if not endpoint and not AWS_REGION.fullmatch(region):
         return None, f"region {region} is outside the standard AWS partition"
+    ca_bundle = env.get("AWS_CA_BUNDLE", "")
+    if ca_bundle and os.path.isdir(ca_bundle):
+        return None, f"AWS_CA_BUNDLE {ca_bundle} is a directory"
     credentials, source = _static_credentials(env, shared or {}, config or {})
     if credentials is None:
         return None, source
@@ -605,7 +622,7 @@ def lister_from_environment(
         region=region,
         endpoint_url=endpoint,
         max_attempts=max_attempts,
-        ca_bundle=env.get("AWS_CA_BUNDLE", ""),
+        ca_bundle=ca_bundle,
     )
     return lister, f"static credentials from {source}, endpoint {lister.endpoint}"
 
