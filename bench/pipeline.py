@@ -652,8 +652,7 @@ class _Run:
                 status = "timed_out"
                 message = (
                     f"timed out after {exc.timeout:.0f} s (reference.upload_timeout): "
-                    f"{exc.report.sent} of {exc.report.objects - exc.report.skipped} object(s) "
-                    "sent; `bench-run --resume` sends the rest"
+                    f"{exc.progress}; `bench-run --resume` sends the rest"
                 )
             except (BenchError, OSError) as exc:
                 status = "failed"

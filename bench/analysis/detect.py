@@ -522,15 +522,16 @@ class _Matrix:
             run_codes, file_codes = run_codes[keep], file_codes[keep]
             param_codes, values = param_codes[keep], values[keep]
         del keep
-        n_keys = len(self.files) * max(len(param_names), 1)
+        width = max(len(param_names), 1)  # a series' key: file code x width + parameter code
+        n_keys = len(self.files) * width
         key_type = np.int32 if n_keys < 2**31 else np.int64
-        key = file_codes.astype(key_type) * max(len(param_names), 1) + param_codes
+        key = file_codes.astype(key_type) * width + param_codes
         del file_codes, param_codes
         series_codes, unique_keys = _series_codes(key, n_keys)
         del key
         S = len(unique_keys)
-        self.series_file = (unique_keys // max(len(param_names), 1)).astype(np.int64)
-        series_param = (unique_keys % max(len(param_names), 1)).astype(np.int64)
+        self.series_file = (unique_keys // width).astype(np.int64)
+        series_param = (unique_keys % width).astype(np.int64)
         self.params = [param_names[i] for i in series_param]
         self.values = np.full((S, T), np.nan)
         finite = np.isfinite(values)

@@ -333,14 +333,18 @@ class UploadTimedOut(StoreError):
     """The upload did not finish within its time limit; SUCCESS was not written."""
 
     def __init__(self, report: UploadReport, timeout: float) -> None:
-        todo = report.objects - report.skipped
-        super().__init__(
-            f"upload of {report.run} stopped after {timeout:.0f} s, its time limit: "
-            f"{report.sent} of {todo} object(s) sent",
-            hint="everything is still on disk; `bench-run --resume` sends only what is missing",
-        )
         self.report = report
         self.timeout = timeout
+        super().__init__(
+            f"upload of {report.run} stopped after {timeout:.0f} s, its time limit: "
+            f"{self.progress}",
+            hint="everything is still on disk; `bench-run --resume` sends only what is missing",
+        )
+
+    @property
+    def progress(self) -> str:
+        """How far it got: ``"<sent> of <to send> object(s) sent"``."""
+        return f"{self.report.sent} of {self.report.objects - self.report.skipped} object(s) sent"
 
 
 class UploadIncomplete(StoreError):
