@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench import logs
+from bench import interrupts, logs
 from bench.config import Settings, expand_placeholders
 from bench.errors import (
     BenchError,
@@ -172,7 +172,7 @@ def run(
     try:
         with (
             contextlib.nullcontext() if lock_held else workdir.lock(),
-            _signals_raise_interrupt(),
+            interrupts.raised_on_signals(),
         ):
             return _Run(settings, workdir, notifier, options).execute()
     except GuardError as err:
@@ -218,27 +218,6 @@ def _report_refusal(
     )
     with contextlib.suppress(OSError):
         atomic_write(key_path, key + "\n")
-
-
-@contextlib.contextmanager
-def _signals_raise_interrupt() -> Iterator[None]:
-    """SIGTERM/SIGINT raise :class:`InterruptedRun` once; later ones are logged and ignored."""
-    fired: list[str] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if fired:
-            log.warning("%s received again: already stopping", name)
-            return
-        fired.append(name)
-        raise InterruptedRun(f"interrupted by {name}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 # --- one run ----------

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bench import interrupts
 from bench.errors import StepError
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,75 @@ def run_supervised(
     raised while waiting (KeyboardInterrupt, our SIGTERM handler's exception) stops the group
     first and then propagates.
     """
+    argv = to_argv(command)
+    # An interrupt from here until the child is supervised would orphan its group: it waits
+    # for hold.release(), or for the end of the block (after the group is stopped).
+    with interrupts.Hold() as hold:
+        proc = _spawn(argv, cwd, env)
+        pgid = proc.pid
+        started = time.monotonic()
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps: list[_Pump] = []
+        waiter: _Waiter | None = None
+        timed_out = False
+        # From here on the child exists: whatever goes wrong (on_start raising, a thread that
+        # cannot start, a signal), its group is stopped before the exception goes on.
+        try:
+            pumps.append(_Pump(proc.stdout.fileno(), [stdout, tee_stdout]))
+            pumps.append(_Pump(proc.stderr.fileno(), [stderr, tee_stderr]))
+            waiter = _Waiter(proc.pid)
+            hold.release()  # raises an interrupt that came while starting: stopped below
+            if on_start is not None:
+                on_start(pgid)
+            deadline = started + timeout
+            next_beat = started + heartbeat if heartbeat > 0 else float("inf")
+            while not waiter.done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
+                now = time.monotonic()
+                if on_heartbeat is not None and now >= next_beat:
+                    next_beat = now + heartbeat
+                    last = max(p.last_output for p in pumps)
+                    on_heartbeat(
+                        now - started,
+                        now - last if last else now - started,
+                        sum(p.bytes for p in pumps),
+                    )
+                if now >= deadline:
+                    timed_out = True
+                    log.warning("timeout after %.0f s: stopping process group %d", timeout, pgid)
+                    _stop_group(pgid, waiter, grace)
+                    break
+            leftovers = _finish(proc, pumps, waiter, pgid)
+        except BaseException:
+            log.warning("interrupted: stopping process group %d", pgid)
+            try:
+                if waiter is not None:
+                    _stop_group(pgid, waiter, grace)
+            finally:
+                # Also when the graceful stop was itself interrupted (a second signal).
+                kill_group(pgid, signal.SIGKILL)
+                _finish(proc, pumps, waiter, pgid)
+            raise
+    wall = time.monotonic() - started
+    status, usage = waiter.result()
+    code = os.waitstatus_to_exitcode(status)
+    return ProcessResult(
+        exit_code=code if code >= 0 else None,
+        signal=-code if code < 0 else None,
+        timed_out=timed_out,
+        wall_s=wall,
+        user_s=usage.ru_utime if usage else 0.0,
+        sys_s=usage.ru_stime if usage else 0.0,
+        max_rss_kb=int(usage.ru_maxrss) if usage else 0,
+        leftovers_killed=leftovers,
+    )
+
+
+def _spawn(argv: list[str], cwd: Path, env: Mapping[str, str]) -> Any:
+    """Start ``argv`` in a new session with piped output; start failures as StepError."""
     import subprocess
 
-    argv = to_argv(command)
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             argv,
             cwd=cwd,
             env=dict(env),
@@ -113,61 +178,6 @@ def run_supervised(
             f"cannot start {argv[0]!r} in {cwd}: {err.strerror or err}",
             hint="check the command and the working directory in the configuration",
         ) from err
-    pgid = proc.pid
-    started = time.monotonic()
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps: list[_Pump] = []
-    waiter: _Waiter | None = None
-    timed_out = False
-    # From here on the child exists: whatever goes wrong (on_start raising, a thread that
-    # cannot start, a signal), its group is stopped before the exception goes on.
-    try:
-        pumps.append(_Pump(proc.stdout.fileno(), [stdout, tee_stdout]))
-        pumps.append(_Pump(proc.stderr.fileno(), [stderr, tee_stderr]))
-        waiter = _Waiter(proc.pid)
-        if on_start is not None:
-            on_start(pgid)
-        deadline = started + timeout
-        next_beat = started + heartbeat if heartbeat > 0 else float("inf")
-        while not waiter.done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
-            now = time.monotonic()
-            if on_heartbeat is not None and now >= next_beat:
-                next_beat = now + heartbeat
-                last = max(p.last_output for p in pumps)
-                on_heartbeat(
-                    now - started,
-                    now - last if last else now - started,
-                    sum(p.bytes for p in pumps),
-                )
-            if now >= deadline:
-                timed_out = True
-                log.warning("timeout after %.0f s: stopping process group %d", timeout, pgid)
-                _stop_group(pgid, waiter, grace)
-                break
-    except BaseException:
-        log.warning("interrupted: stopping process group %d", pgid)
-        try:
-            if waiter is not None:
-                _stop_group(pgid, waiter, grace)
-        finally:
-            # Also when the graceful stop was itself interrupted (a second signal).
-            kill_group(pgid, signal.SIGKILL)
-            _finish(proc, pumps, waiter, pgid)
-        raise
-    leftovers = _finish(proc, pumps, waiter, pgid)
-    wall = time.monotonic() - started
-    status, usage = waiter.result()
-    code = os.waitstatus_to_exitcode(status)
-    return ProcessResult(
-        exit_code=code if code >= 0 else None,
-        signal=-code if code < 0 else None,
-        timed_out=timed_out,
-        wall_s=wall,
-        user_s=usage.ru_utime if usage else 0.0,
-        sys_s=usage.ru_stime if usage else 0.0,
-        max_rss_kb=int(usage.ru_maxrss) if usage else 0,
-        leftovers_killed=leftovers,
-    )
 
 
 def _finish(proc: Any, pumps: list[_Pump], waiter: _Waiter | None, pgid: int) -> bool:

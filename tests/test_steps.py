@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from bench.errors import StepError
+from bench import interrupts
+from bench.errors import InterruptedRun, StepError
 from bench.steps import ProcessResult, run_supervised, tail
 
 PY = sys.executable
@@ -507,6 +508,55 @@ def test_exception_in_on_start_stops_the_group_and_propagates(
     with pytest.raises(OSError, match="No space left"):
         supervise(SH_GRANDCHILD + "; sleep 300", tmp_path, timeout=120, on_start=started)
     assert_group_dead(seen[0], reaper[0])
+
+
+def test_an_interrupt_while_the_child_is_being_started_still_stops_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reaper: list[int]
+) -> None:
+    """SIGTERM between fork and supervision (inside Popen): kept until the group can be stopped.
+
+    Raised from inside Popen, the interrupt used to leave the step's group running after the
+    run ended (seen under load in CI: the benchmark wrote its pid, the test sent SIGTERM before
+    the supervisor had left Popen).
+    """
+    import subprocess
+
+    real_popen = subprocess.Popen
+    children: list[int] = []
+
+    def popen_then_sigterm(*args: Any, **kwargs: Any) -> Any:
+        proc = real_popen(*args, **kwargs)
+        children.append(proc.pid)
+        reaper.append(proc.pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before os.kill returns
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_sigterm)
+    with interrupts.raised_on_signals(), pytest.raises(InterruptedRun, match="SIGTERM"):
+        supervise(SH_GRANDCHILD + "; sleep 300", tmp_path, timeout=120)
+    assert_group_dead(children[0])
+
+
+def test_an_interrupt_while_a_finished_step_is_cleaned_up_still_kills_its_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reaper: list[int]
+) -> None:
+    """The leader is done, its grandchild not: SIGTERM just then still kills the grandchild."""
+    import bench.steps
+
+    real_live_members = bench.steps.live_members
+    calls: list[int] = []
+
+    def sigterm_on_first_look(pgid: int) -> list[int]:
+        calls.append(pgid)
+        if len(calls) == 1:  # the look for leftovers once the leader has exited
+            reaper.append(int(wait_for_file(tmp_path / "gc.pid")))
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_live_members(pgid)
+
+    monkeypatch.setattr(bench.steps, "live_members", sigterm_on_first_look)
+    with interrupts.raised_on_signals(), pytest.raises(InterruptedRun, match="SIGTERM"):
+        supervise(SH_GRANDCHILD + "; echo done", tmp_path, timeout=120)
+    assert_group_dead(calls[0], reaper[0])
 
 
 # --- resource usage ----------------------------------------------------------------------------
