@@ -4,8 +4,9 @@ Each command runs in a new session (so its own process group). Its stdout and st
 step's files and, line for line as they arrive, to the run's ``cron_res``/``cron_res_errors``.
 On timeout the group gets SIGTERM, a grace period, then SIGKILL. On any exception in the
 supervisor (SIGTERM/SIGINT to us included) the group is stopped the same way before the
-exception goes on. When the leader exits, whatever is left in its group is killed: no process
-outlives its step.
+exception goes on; an interrupt arriving while the child is being started is held back
+(:mod:`bench.interrupts`) until the group can be stopped. When the leader exits, whatever is
+left in its group is killed: no process outlives its step.
 """
 
 from __future__ import annotations
