@@ -46,6 +46,8 @@ class Plan:
     outcome: str  # nothing, recover, archive, logs-only
     reason: str = ""
     steps: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    #: Process groups a dead run left running: killed before anything else is looked at again.
+    kills: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     def add(self, text: str, action: Callable[[], None]) -> None:
         self.steps.append((text, action))
@@ -60,7 +62,8 @@ class Plan:
             "stays as it is",
             "logs-only": f"run {self.run}: succeeded; only its logs are moved in",
         }[self.outcome]
-        return [head] + [f"  {i}. {text}" for i, (text, _) in enumerate(self.steps, 1)]
+        actions = self.kills + self.steps
+        return [head] + [f"  {i}. {text}" for i, (text, _) in enumerate(actions, 1)]
 
 
 def make_plan(settings: Any) -> Plan:
@@ -104,9 +107,11 @@ def make_plan(settings: Any) -> Plan:
             from bench.steps import live_members
 
             if live_members(int(pgid)):
-                plan.add(
-                    f"kill process group {pgid} left by the dead step {name}",
-                    functools.partial(_kill, int(pgid)),
+                plan.kills.append(
+                    (
+                        f"kill process group {pgid} left by the dead step {name}",
+                        functools.partial(_kill, int(pgid)),
+                    )
                 )
     if not run_dir.exists():
         plan.add(f"create {run_dir}", functools.partial(_mkdir, run_dir / "steps"))
@@ -173,6 +178,17 @@ def cleanup(
             echo(line)
         if dry_run or plan.outcome == "nothing":
             return plan
+        if plan.kills:
+            for text, action in plan.kills:
+                log.info("cleanup: %s", text)
+                action()
+            # Until killed, the dead run's step could still write results or logs: look again.
+            before = [text for text, _ in plan.steps]
+            plan = make_plan(settings)
+            if [text for text, _ in plan.steps] != before:
+                echo("the killed processes had written more; the rest of the plan is now:")
+                for line in plan.lines():
+                    echo(line)
         for text, action in plan.steps:
             log.info("cleanup: %s", text)
             action()
