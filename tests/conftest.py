@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -87,6 +88,24 @@ class Host:
             env=env or clean_env(),
             cwd=self.root,
         )
+
+    # --- a benchmark the test holds in place ---------------------------------------------------
+
+    @property
+    def gate(self) -> Path:
+        return self.root / "benchmark-gate"
+
+    def gated_benchmark(self) -> str:
+        """A benchmark command that waits (at most 120 s) for :meth:`open_gate`, then runs the
+        demo: a test can look at a run *during* its benchmark with no fixed delay for a loaded
+        machine to overrun."""
+        return (
+            f"i=0; while [ ! -e {shlex.quote(str(self.gate))} ] && [ $i -lt 1200 ]; "
+            "do sleep 0.1; i=$((i+1)); done; {python} snoop_demo.py --output _snoop"
+        )
+
+    def open_gate(self) -> None:
+        self.gate.touch()
 
     # --- what a person would look at ----------------------------------------------------------
 

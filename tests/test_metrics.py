@@ -41,7 +41,6 @@ from bench.store.base import complete_key
 from bench.watch import JOURNAL, SUMMARY
 from tests.conftest import BIN, PROJECT, Host, clean_env, wait_for
 
-SLOW_BENCHMARK = "sleep 3 && {python} snoop_demo.py --output _snoop"
 STEPS = ["update-checkout", "build", "benchmark", "collect", "upload", "finish"]
 
 
@@ -79,8 +78,8 @@ def cron(host: Host, **extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def start_slow_run(host: Host, reap: list[Any]) -> Any:
-    """A run that sits in its benchmark step for about 3 s, once it is there."""
-    host.configure(benchmark_command=SLOW_BENCHMARK)
+    """A run that sits in its benchmark step until the test calls ``host.open_gate()``."""
+    host.configure(benchmark_command=host.gated_benchmark())
     proc = host.popen("cronjob", env=env())
     reap.append(proc)
 
@@ -255,6 +254,7 @@ def test_metrics_during_and_after_a_guarded_run(host: Host, reap: list[Any]) -> 
     assert value(during, "bench_current_run_start_timestamp_seconds") == stamp(record["started_at"])
     assert enum_of(during, "bench_last_run_status", "status") == {}  # no run has ended yet
 
+    host.open_gate()
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     after = scrape(reference_metrics(settings_of(host)))

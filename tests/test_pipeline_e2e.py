@@ -96,7 +96,7 @@ def test_cronjob_runs_the_demo_and_leaves_the_documented_layout(host: Host) -> N
 @pytest.mark.slow
 def test_second_cronjob_is_guarded_while_the_first_runs(host: Host, reap: list) -> None:
     """A run started while another holds the lock exits 3, logs an anomaly, leaves it alone."""
-    host.configure(benchmark_command="sleep 3 && {python} snoop_demo.py --output _snoop")
+    host.configure(benchmark_command=host.gated_benchmark())
     first = host.popen("cronjob")
     reap.append(first)
     wait_for(
@@ -113,6 +113,7 @@ def test_second_cronjob_is_guarded_while_the_first_runs(host: Host, reap: list) 
     [refused] = host.outbox("run_refused")
     assert "previous run not over" in refused
 
+    host.open_gate()
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     run_dir = host.only_run_dir()
@@ -164,7 +165,7 @@ def test_a_step_past_its_timeout_is_killed_with_its_whole_group(host: Host) -> N
             f"echo $$ > {leader}; sh -c 'trap \"\" TERM; sleep 300' & echo $! > {grandchild};"
             " sleep 300"
         ),
-        benchmark_timeout=2,
+        benchmark_timeout=5,  # time enough to write both pid files on a loaded machine
         kill_grace=1,
     )
     done = host.run("cronjob", timeout=60)
@@ -176,7 +177,7 @@ def test_a_step_past_its_timeout_is_killed_with_its_whole_group(host: Host) -> N
     step = host.run_json(run_dir)["steps"][2]
     assert step["status"] == "timed_out"
     [failed] = host.outbox("run_failed")
-    assert "step benchmark (timed out after 2 s)" in failed
+    assert "step benchmark (timed out after 5 s)" in failed
 
 
 @pytest.mark.slow

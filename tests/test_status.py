@@ -154,6 +154,7 @@ def test_running_shows_the_pid_and_the_step(host: Host, reap: list[Any]) -> None
     # The newest run in the store is this one, not yet with SUCCESS.
     assert data["store"]["newest_run"] is None or data["store"]["newest_has_success"] is False
 
+    host.open_gate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert status(host)[1]["reference"]["state"] == "idle"

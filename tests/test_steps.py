@@ -402,7 +402,7 @@ def test_child_ignoring_sigterm_is_killed_after_grace(tmp_path: Path) -> None:
         py(code),
         tmp_path,
         timeout=1.0,
-        grace=1.0,
+        grace=4.0,  # the child's handler must get to run before SIGKILL, even under load
         on_start=lambda _: wait_for_file(tmp_path / "ready"),
     )
     r = o.result
@@ -476,16 +476,16 @@ def test_exception_while_waiting_stops_the_group_and_propagates(
 
     def started(pgid: int) -> None:
         reaper.append(int(wait_for_file(tmp_path / "gc.pid")))
+        wait_for_file(tmp_path / "echoed")  # not a fixed delay: a loaded machine may lag
         seen.append(pgid)
         timer.start()
 
     seen: list[int] = []
     t0 = time.monotonic()
+    command = SH_GRANDCHILD + "; echo started; : > echoed; sleep 300"
     try:
         with pytest.raises(Terminated):
-            supervise(
-                SH_GRANDCHILD + "; echo started; sleep 300", tmp_path, timeout=120, on_start=started
-            )
+            supervise(command, tmp_path, timeout=120, on_start=started)
     finally:
         timer.cancel()
         timer.join()
@@ -682,7 +682,7 @@ def test_tail_does_not_return_a_broken_utf8_character(tmp_path: Path) -> None:
 def test_a_long_step_reports_its_progress_while_it_runs(tmp_path: Path) -> None:
     """on_heartbeat is called periodically with the elapsed time, quiet time and output size."""
     beats: list[tuple[float, float, int]] = []
-    script = "import sys, time\nprint('x' * 100, flush=True)\ntime.sleep(1.2)\n"
+    script = "import sys, time\nprint('x' * 100, flush=True)\ntime.sleep(3)\n"
     with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err:
         result = run_supervised(
             [sys.executable, "-c", script],
