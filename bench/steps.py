@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import select
 import signal
 import threading
 import time
@@ -28,6 +29,9 @@ from bench.errors import StepError
 log = logging.getLogger(__name__)
 
 _POLL = 0.2
+_PUMP_POLL_MS = 200
+#: How long the output pipes may stay open once a step's group has ended (s).
+_PUMP_DRAIN = 10.0
 _TAIL_BLOCK = 64 * 1024
 _TAIL_MAX = 1024 * 1024
 
@@ -277,18 +281,29 @@ class _Waiter:
 
 
 class _Pump:
-    """Copies a child's pipe to several files as data arrives."""
+    """Copies a child's pipe to several files as data arrives.
+
+    It reads only when ``poll`` says there is something to read, so that it can be stopped
+    while the pipe stays open: a process outside the step's group (one that called setsid)
+    may hold it open after the group is gone, and closing a descriptor a thread is blocked
+    reading would let that thread read whatever file reuses its number next.
+    """
 
     def __init__(self, fd: int, sinks: list[BinaryIO | None]) -> None:
         self.fd = fd
         self.sinks = [s for s in sinks if s is not None]
         self.last_output = 0.0  # monotonic time of the last chunk, 0 before any
         self.bytes = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pump-{fd}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(_PUMP_POLL_MS):
+                continue
             try:
                 chunk = os.read(self.fd, 65536)
             except OSError:
@@ -307,7 +322,17 @@ class _Pump:
                     )
 
     def join(self) -> None:
-        self._thread.join(timeout=10)
+        """Wait for the end of the output; if the pipe outlives the group, stop reading it."""
+        self._thread.join(timeout=_PUMP_DRAIN)
+        if self._thread.is_alive():
+            log.warning(
+                "the step's output pipe is still open %.0f s after its process group ended "
+                "(held by a process outside the group, one that called setsid?): the rest of "
+                "its output is not captured",
+                _PUMP_DRAIN,
+            )
+            self._stop.set()
+            self._thread.join()
 
 
 def tail(path: Path, lines: int) -> list[str]:

@@ -559,6 +559,50 @@ def test_an_interrupt_while_a_finished_step_is_cleaned_up_still_kills_its_leftov
     assert_group_dead(calls[0], reaper[0])
 
 
+def test_output_held_open_outside_the_group_is_let_go(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reaper: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A daemon that called setsid keeps the step's stdout open after the group is gone: the
+    supervisor stops reading it (says so) and returns, with no reader left on the pipe."""
+    import bench.steps
+
+    monkeypatch.setattr(bench.steps, "_PUMP_DRAIN", 0.5)
+    daemon = py(
+        """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            with open("daemon.tmp", "w") as fh:
+                fh.write(str(os.getpid()))
+            os.rename("daemon.tmp", "daemon.pid")
+            time.sleep(300)
+            os._exit(0)
+        print("leader done", flush=True)
+        """
+    )
+    before = {t.ident for t in threading.enumerate()}
+
+    def started(_pgid: int) -> None:
+        reaper.append(int(wait_for_file(tmp_path / "daemon.pid")))
+
+    o = supervise(daemon, tmp_path, on_start=started)
+
+    assert o.result.ok
+    assert o.out == b"leader done\n"
+    assert pid_alive(reaper[0]), "the daemon left the group: not the supervisor's to kill"
+    assert "output pipe is still open" in caplog.text
+    deadline = time.monotonic() + 5  # the reaper thread may take a moment to return
+    while (left := [t for t in threading.enumerate() if t.ident not in before]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    assert left == [], "a thread still reads a pipe whose descriptor was closed"
+    assert o.elapsed < 30
+
+
 # --- resource usage ----------------------------------------------------------------------------
 
 
