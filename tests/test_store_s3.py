@@ -274,7 +274,9 @@ def test_a_fatal_error_stops_the_transfers_and_propagates(s3: Any, tmp_path: Pat
     run_dir = make_run_dir(tmp_path)
     bad = plan_upload(run_dir, RUN)[0].key  # the first transfer submitted
     fatal = StoreError("no AWS credentials found", fatal=True)
-    store = FailingS3Store(s3, bad, fatal, delay=0.2)
+    # Each other transfer takes 2 s: time for the main thread to cancel the rest, even when
+    # a loaded machine leaves it waiting.
+    store = FailingS3Store(s3, bad, fatal, delay=2.0)
     store.max_workers = 1
 
     with pytest.raises(StoreError) as caught:
