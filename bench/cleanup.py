@@ -102,17 +102,7 @@ def make_plan(settings: Any) -> Plan:
         )
 
     for name, step in steps.items():
-        pgid = step.get("pgid")
-        if pgid:
-            from bench.steps import live_members
-
-            if live_members(int(pgid)):
-                plan.kills.append(
-                    (
-                        f"kill process group {pgid} left by the dead step {name}",
-                        functools.partial(_kill, int(pgid)),
-                    )
-                )
+        _plan_kill(plan, name, step)
     if not run_dir.exists():
         plan.add(f"create {run_dir}", functools.partial(_mkdir, run_dir / "steps"))
     if wd.staging.exists():
@@ -160,6 +150,26 @@ def make_plan(settings: Any) -> Plan:
                 lambda: wd.current_run_dir.unlink(),
             )
     return plan
+
+
+def _plan_kill(plan: Plan, name: str, step: dict[str, Any]) -> None:
+    """Kill the process group the dead step ``name`` left running, if it is still that step's."""
+    from bench.steps import STEP_TOKEN_ENV, is_step_group, live_members
+
+    pgid, token = step.get("pgid"), step.get("token")
+    if not pgid or not (members := live_members(int(pgid))):
+        return
+    # Without a token (recorded before steps carried one) the group is all there is to go by.
+    if token is None or is_step_group(int(pgid), token):
+        text = f"kill process group {pgid} left by the dead step {name}"
+        plan.kills.append((text, functools.partial(_kill_group, int(pgid))))
+    else:
+        plan.add(
+            f"leave process group {pgid} alone (pids {', '.join(map(str, members))}): none "
+            f"of them has the dead step {name}'s {STEP_TOKEN_ENV}, so the number now belongs "
+            f"to another group (see `ps -o pid,args -g {pgid}`)",
+            _nothing,
+        )
 
 
 def cleanup(
@@ -295,13 +305,17 @@ def _load_record(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def _kill(pgid: int) -> None:
+def _kill_group(pgid: int) -> None:
     import signal
 
     from bench.steps import _wait_group_gone, kill_group
 
     kill_group(pgid, signal.SIGKILL)
     _wait_group_gone(pgid)
+
+
+def _nothing() -> None:
+    """A line of the plan that says what is left alone, and why."""
 
 
 def _mark_failed(run_dir: Path, reason: str) -> None:
@@ -317,6 +331,6 @@ def _mark_failed(run_dir: Path, reason: str) -> None:
         if step.get("status") == "running":
             step["status"] = "interrupted"
             step["message"] = "the process died during this step"
-            step["pgid"] = None
+            step["pgid"] = step["token"] = None
             record["failed_step"] = step["name"]
     atomic_write(run_dir / "run.json", json.dumps(record, indent=2) + "\n")

@@ -209,6 +209,7 @@ NON_SETTING_ENV = {
     "BENCH_HOME",
     "BENCH_FAILPOINT",
     "BENCH_FAILPOINT_SIGNAL",
+    "BENCH_STEP_TOKEN",  # set by the pipeline in each step's environment (bench.steps)
 }
 
 

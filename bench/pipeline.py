@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -38,7 +39,7 @@ from bench.failpoints import failpoint
 from bench.markers import State, WorkDir, atomic_write, create_exclusive
 from bench.notify import Notifier, render
 from bench.runs import RunId, make_run_name
-from bench.steps import ProcessResult, run_supervised, tail, to_argv
+from bench.steps import STEP_TOKEN_ENV, ProcessResult, run_supervised, tail, to_argv
 from bench.store.base import UploadReport, UploadTimedOut
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class StepRecord:
     sys_s: float | None = None
     max_rss_kb: int | None = None
     pgid: int | None = None
+    #: In the environment of the step's processes (STEP_TOKEN_ENV): tells them from whatever
+    #: reuses the pgid once they are gone.
+    token: str | None = None
     message: str | None = None
     stdout: str | None = None
     stderr: str | None = None
@@ -533,6 +537,7 @@ class _Run:
         record.cwd = str(cwd)
         self._begin(record, out_path, err_path)
         env = self._step_env(extra_env)
+        env[STEP_TOKEN_ENV] = token = secrets.token_hex(8)
         deadline = time.monotonic() + timeout
         totals = [0.0, 0.0, 0.0, 0]
         result: ProcessResult | None = None
@@ -542,7 +547,7 @@ class _Run:
                 log.info("running %s", _shell_quote(command))
 
                 def started(pgid: int) -> None:
-                    record.pgid = pgid
+                    record.pgid, record.token = pgid, token
                     self._save()
                     failpoint(f"step:{record.name}:running")
 
@@ -662,7 +667,7 @@ class _Run:
         record.status = status
         record.ended_at = now_iso()
         record.message = message
-        record.pgid = None
+        record.pgid = record.token = None
         level = logging.INFO if status == "ok" else logging.ERROR
         log.log(level, "step %s: %s%s", record.name, status, f" ({message})" if message else "")
         self._save()

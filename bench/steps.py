@@ -28,6 +28,9 @@ from bench.errors import StepError
 
 log = logging.getLogger(__name__)
 
+#: Set in the environment of every step (a fresh value each time): see is_step_group.
+STEP_TOKEN_ENV = "BENCH_STEP_TOKEN"
+
 _POLL = 0.2
 _PUMP_POLL_MS = 200
 #: How long the output pipes may stay open once a step's group has ended (s).
@@ -240,6 +243,25 @@ def live_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
             members.append(int(entry.name))
     return members
+
+
+def is_step_group(pgid: int, token: str) -> bool:
+    """True if a live member of group ``pgid`` has ``STEP_TOKEN_ENV=token`` in its environment.
+
+    Then the group is still the one that step started: the number of a process group is not
+    given to another while any of its members lives. When none has it, the step's processes
+    are gone and the number may belong to someone else's group now. (A process whose
+    environment cannot be read, another user's, does not count.)
+    """
+    entry = f"{STEP_TOKEN_ENV}={token}".encode()
+    for pid in live_members(pgid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if entry in fh.read().split(b"\0"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,7 @@ import pytest
 import bench.cleanup
 from bench.config import load_settings
 from bench.notify import NullNotifier
-from bench.steps import live_members
+from bench.steps import is_step_group, live_members
 from tests.conftest import Host, clean_env, wait_for
 
 
@@ -27,7 +31,7 @@ def test_what_a_dead_runs_step_writes_until_it_is_killed_is_archived_too(
     results = host.root / "demo-checkout" / "_snoop" / "inference_results"
     assert not results.exists()
 
-    real_kill = bench.cleanup._kill
+    real_kill = bench.cleanup._kill_group
     killed: list[int] = []
 
     def results_written_just_before_the_kill(pgid: int) -> None:
@@ -36,7 +40,7 @@ def test_what_a_dead_runs_step_writes_until_it_is_killed_is_archived_too(
         real_kill(pgid)
         killed.append(pgid)
 
-    monkeypatch.setattr(bench.cleanup, "_kill", results_written_just_before_the_kill)
+    monkeypatch.setattr(bench.cleanup, "_kill_group", results_written_just_before_the_kill)
     lines: list[str] = []
     plan = bench.cleanup.cleanup(
         load_settings(config_path=host.config), notifier=NullNotifier(), echo=lines.append
@@ -50,3 +54,51 @@ def test_what_a_dead_runs_step_writes_until_it_is_killed_is_archived_too(
     assert archived and any(archived[0].glob("*.csv")), sorted(p.name for p in run_dir.iterdir())
     assert "the killed processes had written more; the rest of the plan is now:" in lines
     assert host.run("cronjob").returncode == 0
+
+
+def crash_in_a_held_benchmark(host: Host) -> tuple[int, str]:
+    """cronjob SIGKILLed in its benchmark, which goes on (held at its gate): (pgid, token)."""
+    host.configure(benchmark_command=host.gated_benchmark() + " >/dev/null 2>&1")
+    crashed = host.run("cronjob", env=clean_env(BENCH_FAILPOINT="step:benchmark:running"))
+    assert crashed.returncode == -9, crashed.stderr
+    step = host.run_json(host.only_run_dir())["steps"][2]
+    assert step["name"] == "benchmark" and step["status"] == "running"
+    return int(step["pgid"]), step["token"]
+
+
+@pytest.mark.slow
+def test_the_dead_steps_group_is_recognised_by_its_token(host: Host) -> None:
+    pgid, token = crash_in_a_held_benchmark(host)
+    assert is_step_group(pgid, token)
+    assert not is_step_group(pgid, "0" * 16)
+
+    cleaned = host.run("bench-cleanup")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"kill process group {pgid} left by the dead step benchmark" in cleaned.stdout
+    assert not live_members(pgid)
+
+
+@pytest.mark.slow
+def test_a_group_number_reused_by_someone_else_is_left_alone(host: Host) -> None:
+    """The dead step's processes ended and their group's number went to another program's
+    group: bench-cleanup must not kill that one. (The kernel cannot be made to reuse a number
+    on demand: run.json is pointed at another live group, as it would read after a reuse.)"""
+    pgid, _ = crash_in_a_held_benchmark(host)
+    os.killpg(pgid, signal.SIGKILL)
+    wait_for(lambda: not live_members(pgid), what="the dead step's processes to end")
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True, env=clean_env())
+    try:
+        record_path = host.only_run_dir() / "run.json"
+        record = json.loads(record_path.read_text())
+        record["steps"][2]["pgid"] = other.pid
+        record_path.write_text(json.dumps(record))
+
+        cleaned = host.run("bench-cleanup")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert f"leave process group {other.pid} alone (pids {other.pid})" in cleaned.stdout
+        assert other.poll() is None, "bench-cleanup killed another program's processes"
+        host.open_gate()
+        assert host.run("cronjob").returncode == 0
+    finally:
+        other.kill()
+        other.wait()
