@@ -134,14 +134,15 @@ def run_supervised(
                     _stop_group(pgid, waiter, grace)
                     break
             leftovers = _finish(proc, pumps, waiter, pgid)
-        except BaseException:
-            log.warning("interrupted: stopping process group %d", pgid)
+        except BaseException as exc:
             try:
-                if waiter is not None:
+                log.warning("stopping process group %d: %s", pgid, exc or type(exc).__name__)
+                if waiter is not None and _group_may_live(pgid, waiter):
                     _stop_group(pgid, waiter, grace)
             finally:
                 # Also when the graceful stop was itself interrupted (a second signal).
-                kill_group(pgid, signal.SIGKILL)
+                if _group_may_live(pgid, waiter):
+                    kill_group(pgid, signal.SIGKILL)
                 _finish(proc, pumps, waiter, pgid)
             raise
     wall = time.monotonic() - started
@@ -202,13 +203,33 @@ def _finish(proc: Any, pumps: list[_Pump], waiter: _Waiter | None, pgid: int) ->
             kill_group(pgid, signal.SIGKILL)
             _wait_group_gone(pgid)
             log.warning("process group %d outlived its leader: killed what was left", pgid)
-        for pump in pumps:
-            pump.join()
+        _drain(pumps)
     finally:
-        # Even when interrupted above: no pipe is left open for the garbage collector.
+        # Even when interrupted above: no pipe is left open for the garbage collector. A pump
+        # still reading is stopped first: closing a descriptor under a reader would hand it
+        # whatever file is opened next with the same number.
+        for pump in pumps:
+            pump.stop()
         for stream in (proc.stdout, proc.stderr):
             stream.close()
     return leftovers
+
+
+def _drain(pumps: list[_Pump]) -> None:
+    """Wait for the end of the step's output, which may outlive its group, but not for long."""
+    deadline = time.monotonic() + _PUMP_DRAIN
+    if not all(pump.wait(deadline) for pump in pumps):
+        log.warning(
+            "the step's output is still open %.0f s after its process group ended (held by a "
+            "process outside the group, one that called setsid?): the rest is not captured",
+            _PUMP_DRAIN,
+        )
+
+
+def _group_may_live(pgid: int, waiter: _Waiter | None) -> bool:
+    """False once the leader is reaped and no member is left: the group is gone, and its
+    number free to become another group's, which must not be signalled."""
+    return waiter is None or not waiter.done.is_set() or bool(live_members(pgid))
 
 
 def _stop_group(pgid: int, waiter: _Waiter, grace: float) -> None:
@@ -317,15 +338,21 @@ class _Pump:
         self.last_output = 0.0  # monotonic time of the last chunk, 0 before any
         self.bytes = 0
         self._stop = threading.Event()
+        self._stop_by = float("inf")
         self._thread = threading.Thread(target=self._run, name=f"pump-{fd}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(_PUMP_POLL_MS):
+        while True:
+            stopping = self._stop.is_set()
+            if not poller.poll(0 if stopping else _PUMP_POLL_MS):
+                if stopping:
+                    break  # what the pipe held when told to stop has been read
                 continue
+            if stopping and time.monotonic() > self._stop_by:
+                break  # a writer outside the group that never pauses
             try:
                 chunk = os.read(self.fd, 65536)
             except OSError:
@@ -343,18 +370,17 @@ class _Pump:
                         "cannot write step output to %s: %s", getattr(sink, "name", sink), err
                     )
 
-    def join(self) -> None:
-        """Wait for the end of the output; if the pipe outlives the group, stop reading it."""
-        self._thread.join(timeout=_PUMP_DRAIN)
-        if self._thread.is_alive():
-            log.warning(
-                "the step's output pipe is still open %.0f s after its process group ended "
-                "(held by a process outside the group, one that called setsid?): the rest of "
-                "its output is not captured",
-                _PUMP_DRAIN,
-            )
-            self._stop.set()
-            self._thread.join()
+    def wait(self, deadline: float) -> bool:
+        """Wait for the end of the output until ``deadline`` (monotonic); True if it ended."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Read what the pipe holds now (for a second at most), then stop; return once the
+        thread has ended, so that the descriptor can be closed."""
+        self._stop_by = time.monotonic() + 1.0
+        self._stop.set()
+        self._thread.join()
 
 
 def tail(path: Path, lines: int) -> list[str]:
