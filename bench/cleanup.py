@@ -1,8 +1,10 @@
 """``bench-cleanup``: the documented clean-up after a failure, done by the program itself.
 
-Seed 001's "Cleaning up after a failure", automated: the logs (``cron_res*``) and the
-checkout's leftover ``*_results`` go into the run directory (created if needed), what a dead
-step left running is killed, and ``current_run_dir`` is resolved:
+Seed 001's "Cleaning up after a failure", automated: what a dead step left running is
+killed first (its process group, while one of its processes still has the step's
+``BENCH_STEP_TOKEN``: a group number reused by another program is left alone), then the logs
+(``cron_res*``) and the checkout's leftover ``*_results``, looked for again after the kill,
+go into the run directory (created if needed), and ``current_run_dir`` is resolved:
 
 - a run whose benchmark step had completed is *recovered*: its remaining steps (collect,
   upload, finish) run again through the pipeline's own resume path, which uploads only what
@@ -51,6 +53,10 @@ class Plan:
 
     def add(self, text: str, action: Callable[[], None]) -> None:
         self.steps.append((text, action))
+
+    def actions(self) -> list[str]:
+        """The texts of the steps that change something."""
+        return [text for text, action in self.steps if action is not _nothing]
 
     def lines(self) -> list[str]:
         if self.outcome == "nothing":
@@ -166,8 +172,9 @@ def _plan_kill(plan: Plan, name: str, step: dict[str, Any]) -> None:
     else:
         plan.add(
             f"leave process group {pgid} alone (pids {', '.join(map(str, members))}): none "
-            f"of them has the dead step {name}'s {STEP_TOKEN_ENV}, so the number now belongs "
-            f"to another group (see `ps -o pid,args -g {pgid}`)",
+            f"of them has the dead step {name}'s {STEP_TOKEN_ENV}, so the number probably "
+            "belongs to another program's group now (unless the step's processes replaced "
+            f"their environment: see `ps -o pid,args -g {pgid}`)",
             _nothing,
         )
 
@@ -193,9 +200,16 @@ def cleanup(
                 log.info("cleanup: %s", text)
                 action()
             # Until killed, the dead run's step could still write results or logs: look again.
-            before = [text for text, _ in plan.steps]
+            before = plan.actions()
             plan = make_plan(settings)
-            if [text for text, _ in plan.steps] != before:
+            if plan.kills:
+                raise BenchError(
+                    f"{plan.kills[0][0]}: still alive after SIGKILL (stuck in the kernel, "
+                    "state D?); nothing was moved",
+                    hint="look at it with `ps -o pid,stat,wchan,args -g <pgid>`; run "
+                    "bench-cleanup again once it is gone",
+                )
+            if plan.actions() != before:
                 echo("the killed processes had written more; the rest of the plan is now:")
                 for line in plan.lines():
                     echo(line)

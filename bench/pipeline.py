@@ -119,6 +119,9 @@ class RunRecord:
     store_url: str = ""
     steps: list[StepRecord] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: Set by bench-cleanup when it archives the run as failed (also in its FAILED file).
+    failure_reason: str | None = None
+    archived_by: str | None = None
     format: int = RUN_JSON_FORMAT
 
     def step(self, name: str) -> StepRecord:
@@ -132,8 +135,24 @@ class RunRecord:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != RUN_JSON_FORMAT:
             raise BenchError(f"{path}: unsupported run.json format {data.get('format')!r}")
-        data["steps"] = [StepRecord(**s) for s in data["steps"]]
-        return cls(**data)
+        try:
+            data["steps"] = [StepRecord(**_known(StepRecord, s, path)) for s in data["steps"]]
+            return cls(**_known(cls, data, path))
+        except (TypeError, KeyError) as err:  # a required field missing, or not an object
+            raise BenchError(f"{path}: not a valid run record ({err})") from err
+
+
+def _known(kind: type, data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``data`` if it has only fields of ``kind``; else a clear error naming them and the file."""
+    import dataclasses
+
+    unknown = set(data) - {f.name for f in dataclasses.fields(kind)}
+    if unknown:
+        raise BenchError(
+            f"{path}: unknown {kind.__name__} fields {', '.join(sorted(unknown))}",
+            hint="written by a newer version of this program? use that version for this run",
+        )
+    return data
 
 
 @dataclass
@@ -827,8 +846,16 @@ class _Run:
                 "status": previous.status,
                 "failed_step": previous.failed_step,
                 "pid": previous.pid,
+                **(
+                    {"failure_reason": previous.failure_reason, "archived_by": previous.archived_by}
+                    if previous.archived_by
+                    else {}
+                ),
             },
         ]
+        # Archived as failed, and resumed after all: the reason stays in the attempts.
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / "FAILED").unlink()
         self.record.steps = previous.steps
         self.record.describe, self.record.commit = previous.describe, previous.commit
         self.record.run = run_id.name
@@ -837,6 +864,7 @@ class _Run:
         for step in self.record.steps:
             if step.status != "ok":
                 step.status = "pending"
+                step.pgid = step.token = None
         # Partial results of an interrupted benchmark are set aside, never mixed with new ones.
         if self.record.step("benchmark").status != "ok":
             for sub in self.ref.results_subdirs:

@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from bench.cli.common import add_config_arguments, overrides_from, run_main
 
 EPILOG = """what it does:
-  It prints its plan first, then acts: what a dead step left running is killed first (its
+  It prints its plan first, then acts. What a dead step left running is killed first (its
   process group, if a process in it still has the step's BENCH_STEP_TOKEN; a group number
-  reused by another program is left alone), then the run's logs (cron_res, cron_res_errors)
-  and the checkout's leftover *_results are moved into its run directory (created if
-  needed), and current_run_dir is resolved. A run whose benchmark
-  had completed is finished (upload of what is missing, SUCCESS last) and becomes
-  last_run_dir ("recovered"); a run that died earlier is archived with a FAILED marker and
-  its reason. Nothing is deleted. Running it again changes nothing.
+  reused by another program is left alone). Then the run's logs (cron_res,
+  cron_res_errors) and the checkout's leftover *_results are moved into its run directory
+  (created if needed), and current_run_dir is resolved. A run whose benchmark had
+  completed is finished (upload of what is missing, SUCCESS last) and becomes last_run_dir
+  ("recovered"); a run that died earlier is archived with a FAILED marker and its reason
+  (`bench-run --resume <run>` can still complete it). Nothing is deleted. Running it again
+  changes nothing.
 
 exit status:
   0    done, or nothing to clean up
-  1    the recovery failed (the run stays failed; fix the cause, run it again)
+  1    the recovery failed, or a dead step's process survived SIGKILL (the run stays
+       failed; fix the cause, run it again)
   2    usage or configuration error
   3    refused: a run is in progress (it holds the lock)
 """
