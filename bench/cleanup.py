@@ -68,8 +68,8 @@ class Plan:
             "stays as it is",
             "logs-only": f"run {self.run}: succeeded; only its logs are moved in",
         }[self.outcome]
-        actions = self.kills + self.steps
-        return [head] + [f"  {i}. {text}" for i, (text, _) in enumerate(actions, 1)]
+        numbered = self.kills + self.steps
+        return [head] + [f"  {i}. {text}" for i, (text, _) in enumerate(numbered, 1)]
 
 
 def make_plan(settings: Any) -> Plan:

@@ -5,8 +5,8 @@ A run is stopped by raising :class:`InterruptedRun` from the signal handler, so 
 thread happens to be, and one place cannot take it: between the ``fork`` of a step's command
 and the moment the supervisor holds the child's pid inside its ``try``. Raised there (from
 inside ``subprocess.Popen``, say), it would leave the whole process group running after the run
-has ended. Such a stretch runs under a :class:`Hold`; an interrupt arriving
-in it is kept and raised by :meth:`Hold.release`, where the supervisor can stop the group.
+has ended. Such a stretch runs under a :class:`Hold`: an interrupt arriving in it is kept and
+raised by :meth:`Hold.release`, where the supervisor can stop the group.
 
 Only the main thread runs Python signal handlers, so only its holds count.
 """

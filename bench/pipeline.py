@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -144,9 +144,7 @@ class RunRecord:
 
 def _known(kind: type, data: dict[str, Any], path: Path) -> dict[str, Any]:
     """``data`` if it has only fields of ``kind``; else a clear error naming them and the file."""
-    import dataclasses
-
-    unknown = set(data) - {f.name for f in dataclasses.fields(kind)}
+    unknown = set(data) - {f.name for f in fields(kind)}
     if unknown:
         raise BenchError(
             f"{path}: unknown {kind.__name__} fields {', '.join(sorted(unknown))}",
